@@ -1,0 +1,188 @@
+"""The ``runbook`` command line: commands, options, and exit codes.
+
+Start-up is kept cheap: this module imports click only; each command imports what it
+needs when it runs (``--version`` loads neither YAML nor Jinja nor jsonschema).
+Errors from the engine arrive as ``RunbookError`` and print as one line on stderr
+with their exit code; a traceback only with ``--debug`` (or ``RUNBOOK_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from runner import __version__
+from runner.errors import EXIT_INVALID, RunbookError
+
+EXIT_INTERNAL = 70  # a bug in runbook itself (EX_SOFTWARE)
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _color() -> bool | None:
+    return False if os.environ.get("NO_COLOR") else None
+
+
+def echo(message: str = "", err: bool = False) -> None:
+    click.echo(message, err=err, color=_color())
+
+
+def style(text: str, **styles: Any) -> str:
+    if os.environ.get("NO_COLOR"):
+        return text
+    return click.style(text, **styles)
+
+
+debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, is_eager=True,
+    help="Show a Python traceback when runbook fails.",
+)
+var_options = [
+    click.option("-e", "--var", "cli_vars", multiple=True, metavar="KEY=VALUE",
+                 help="Set a variable (value read as YAML: -e n=3 is a number); @FILE loads a file."),
+    click.option("--vars-file", "vars_files", multiple=True, metavar="FILE",
+                 type=click.Path(dir_okay=False), help="Load variables from a YAML file."),
+]
+
+
+def with_var_options(func: Any) -> Any:
+    for option in reversed(var_options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="runbook",
+                      message="%(prog)s %(version)s")
+@debug_option
+def cli() -> None:
+    """runbook: a declarative YAML task runner for operations work.
+
+    \b
+    Examples:
+      runbook validate playbooks/*.yml
+      runbook tasks              # list handlers
+      runbook tasks shell        # arguments, results and an example
+      runbook schema > playbook.schema.json
+    """
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@with_var_options
+@debug_option
+def validate(files: tuple[str, ...], cli_vars: tuple[str, ...], vars_files: tuple[str, ...]) -> None:
+    """Check playbooks without running them: structure, arguments, ids, needs, templates.
+
+    Every problem is printed, one per line, as FILE:LINE:COL: WHERE: WHAT.
+    Exits 0 when every file is valid, 2 otherwise.
+
+    \b
+    Examples:
+      runbook validate site.yml
+      runbook validate playbooks/*.yml -e env=prod --vars-file vars/prod.yml
+    """
+    from runner.errors import PlaybookError, UsageError
+    from runner.playbook import load_playbook
+
+    failed = False
+    for file in files:
+        try:
+            playbook = load_playbook(file, cli_vars, vars_files)
+        except PlaybookError as exc:
+            failed = True
+            for diagnostic in exc.diagnostics:
+                echo(diagnostic.format())
+            count = len(exc.diagnostics)
+            echo(style(f"{file}: {count} problem{'s' if count != 1 else ''}", fg="red"), err=True)
+            continue
+        except UsageError as exc:
+            failed = True
+            echo(f"runbook: error: {exc}", err=True)
+            continue
+        steps = sum(1 for _ in playbook.walk())
+        echo(f"{file}: {style('ok', fg='green')} ({steps} step{'s' if steps != 1 else ''})")
+    if failed:
+        sys.exit(EXIT_INVALID)
+
+
+@cli.command()
+@debug_option
+def schema() -> None:
+    """Print the combined JSON Schema of playbooks (built-in and plugin handlers).
+
+    Point editors at it with a first line in the playbook:
+
+    \b
+      # yaml-language-server: $schema=path/to/playbook.schema.json
+    """
+    from runner.checks import combined_schema
+    from runner.schema import dumps
+
+    click.echo(dumps(combined_schema()[0]), nl=False)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@debug_option
+def tasks(name: str | None) -> None:
+    """List the handlers, or show one handler's arguments, results and an example.
+
+    \b
+    Examples:
+      runbook tasks
+      runbook tasks copy
+    """
+    from runner.registry import all_handlers
+    from runner.taskdoc import describe_handler, list_handlers
+
+    handlers = all_handlers()
+    if name is None:
+        echo(list_handlers(handlers, style))
+        return
+    if name not in handlers:
+        from runner.diagnostics import did_you_mean
+        from runner.errors import UsageError
+
+        hint = did_you_mean(name, handlers)
+        raise UsageError(f"unknown handler '{name}'" + (f"; {hint}" if hint else "")
+                         + " (runbook tasks lists them)")
+    echo(describe_handler(handlers[name], style))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: run the CLI and turn errors into exit codes."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("RUNBOOK_DEBUG") == "1"
+    try:
+        cli.main(args=args, prog_name="runbook", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_INVALID)
+    except click.exceptions.Abort:
+        echo("runbook: aborted", err=True)
+        sys.exit(130)
+    except RunbookError as exc:
+        if debug:
+            raise
+        echo(f"runbook: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:
+        if debug:
+            raise
+        echo(f"runbook: internal error: {type(exc).__name__}: {exc} "
+             "(run with --debug for the traceback, and please report it)", err=True)
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

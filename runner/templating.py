@@ -1,0 +1,352 @@
+"""Jinja2 templates: a sandboxed environment, runbook's filters, rendering and analysis.
+
+Rendering is lazy: the executor calls ``render`` right before a step runs, with a
+context holding the results of earlier steps. A value that is exactly one
+``{{ expr }}`` keeps the expression's native type (a list stays a list); anything
+else renders to a string. Undefined names fail loudly (StrictUndefined).
+
+``analyze`` reads a template without running it, for ``runbook validate``: which
+top-level names it needs and which ``steps.<id>`` it reads, leaving out names guarded
+by ``| default(...)`` or ``is defined``.
+"""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import hashlib
+import json
+import os
+import re
+import secrets
+import shlex
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cache, lru_cache
+from typing import Any
+
+import jinja2
+from jinja2 import meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+from runner.errors import TemplateError
+from runner.units import format_size, parse_duration
+
+# Names the engine puts in every context (SPEC §8); vars may not reuse them.
+RESERVED_NAMES = frozenset(
+    {"env", "facts", "steps", "item", "loop", "run", "secrets", "result", "attempt", "vars"}
+)
+_GUARD_FILTERS = {"default", "d"}
+_GUARD_TESTS = {"defined", "undefined"}
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+# --- filters and tests -----------------------------------------------------------------
+
+
+def _flags(ignorecase: bool, multiline: bool) -> int:
+    return (re.IGNORECASE if ignorecase else 0) | (re.MULTILINE if multiline else 0)
+
+
+def regex_search(value: Any, pattern: str, *groups: Any, ignorecase: bool = False,
+                 multiline: bool = False) -> Any:
+    match = re.search(pattern, str(value), _flags(ignorecase, multiline))
+    if match is None:
+        return None
+    if not groups:
+        return match.group(0)
+    picked = [match.group(g[1:] if isinstance(g, str) and g.startswith("\\") else g) for g in groups]
+    return picked
+
+
+def regex_replace(value: Any, pattern: str, replacement: str = "", ignorecase: bool = False,
+                  multiline: bool = False, count: int = 0) -> str:
+    return re.sub(pattern, replacement, str(value), count=count, flags=_flags(ignorecase, multiline))
+
+
+def regex_findall(value: Any, pattern: str, ignorecase: bool = False,
+                  multiline: bool = False) -> list[Any]:
+    return re.findall(pattern, str(value), _flags(ignorecase, multiline))
+
+
+def _to_bytes(value: Any, encoding: str = "utf-8") -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode(encoding)
+
+
+def b64encode(value: Any, encoding: str = "utf-8") -> str:
+    return base64.b64encode(_to_bytes(value, encoding)).decode("ascii")
+
+
+def b64decode(value: Any, encoding: str = "utf-8") -> str:
+    return base64.b64decode(_to_bytes(value)).decode(encoding)
+
+
+def hash_filter(value: Any, algorithm: str = "sha256") -> str:
+    try:
+        digest = hashlib.new(algorithm)
+    except ValueError:
+        raise TemplateError(f"hash: unknown algorithm '{algorithm}'") from None
+    digest.update(_to_bytes(value))
+    return digest.hexdigest()
+
+
+def strftime(value: Any, fmt: str = "%Y-%m-%dT%H:%M:%S%z") -> str:
+    """Format a datetime, an ISO 8601 string or a Unix timestamp."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        moment = datetime.fromtimestamp(value).astimezone()
+    elif isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+    elif isinstance(value, datetime):
+        moment = value
+    else:
+        raise TemplateError(f"strftime: expected a date, got {type(value).__name__}")
+    return moment.strftime(fmt)
+
+
+def to_json(value: Any, indent: int | None = None, sort_keys: bool = False) -> str:
+    return json.dumps(value, indent=indent, sort_keys=sort_keys, ensure_ascii=False, default=str)
+
+
+def to_yaml(value: Any, indent: int = 2) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, indent=indent, sort_keys=False, default_flow_style=False,
+                          allow_unicode=True)
+
+
+def from_yaml(value: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(value)
+
+
+def from_ini(value: str) -> dict[str, dict[str, str]]:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(value)
+    sections = {name: dict(parser[name]) for name in parser.sections()}
+    if parser.defaults():
+        sections["DEFAULT"] = dict(parser.defaults())
+    return sections
+
+
+def random_token(nbytes: int = 32) -> str:
+    """``nbytes`` random bytes as URL-safe text."""
+    return secrets.token_urlsafe(nbytes)
+
+
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits + string.punctuation
+
+
+def random_password(length: int = 20) -> str:
+    """Exactly ``length`` printable ASCII characters, no spaces."""
+    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(length))
+
+
+def now(utc: bool = False) -> datetime:
+    """The current time, timezone-aware (local unless ``utc``)."""
+    return datetime.now(timezone.utc) if utc else datetime.now().astimezone()
+
+
+FILTERS = {
+    "quote": lambda value: shlex.quote(str(value)),
+    "to_json": to_json,
+    "from_json": json.loads,
+    "to_yaml": to_yaml,
+    "from_yaml": from_yaml,
+    "from_ini": from_ini,
+    "regex_search": regex_search,
+    "regex_replace": regex_replace,
+    "regex_findall": regex_findall,
+    "b64encode": b64encode,
+    "b64decode": b64decode,
+    "basename": lambda path: os.path.basename(str(path)),
+    "dirname": lambda path: os.path.dirname(str(path)),
+    "expanduser": lambda path: os.path.expanduser(str(path)),
+    "hash": hash_filter,
+    "strftime": strftime,
+    "duration": parse_duration,
+    "filesize": format_size,
+}
+
+TESTS = {
+    "match": lambda value, pattern, ignorecase=False, multiline=False: re.match(
+        pattern, str(value), _flags(ignorecase, multiline)) is not None,
+    "search": lambda value, pattern, ignorecase=False, multiline=False: re.search(
+        pattern, str(value), _flags(ignorecase, multiline)) is not None,
+}
+
+GLOBALS = {"now": now, "random_token": random_token, "random_password": random_password}
+
+
+@cache
+def environment() -> SandboxedEnvironment:
+    """The one sandboxed environment: strict undefined, no autoescape, runbook's filters."""
+    env = SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        extensions=["jinja2.ext.loopcontrols"],
+    )
+    env.filters.update(FILTERS)
+    env.tests.update(TESTS)
+    env.globals.update(GLOBALS)
+    return env
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def single_expression(source: str) -> str | None:
+    """The expression of a value that is exactly one ``{{ expr }}``, else None."""
+    match = _SINGLE_EXPRESSION.match(source)
+    if not match:
+        return None
+    expr = match.group("expr")
+    if "{{" in expr or "}}" in expr or "{%" in expr:
+        return None
+    return expr
+
+
+@lru_cache(maxsize=4096)
+def _compiled_template(source: str) -> jinja2.Template:
+    return environment().from_string(source)
+
+
+@lru_cache(maxsize=4096)
+def _compiled_expression(expression: str) -> Any:
+    return environment().compile_expression(expression, undefined_to_none=False)
+
+
+def render(value: Any, context: Mapping[str, Any], path: tuple[str | int, ...] = ()) -> Any:
+    """Render every template inside ``value`` (strings, lists, mappings) against ``context``.
+
+    Raises TemplateError with ``.path`` set to where inside ``value`` it failed.
+    """
+    if isinstance(value, str):
+        if "{{" not in value and "{%" not in value:
+            return value
+        return _render_string(value, context, path)
+    if isinstance(value, dict):
+        return {key: render(item, context, (*path, key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [render(item, context, (*path, index)) for index, item in enumerate(value)]
+    return value
+
+
+def evaluate(expression: Any, context: Mapping[str, Any], path: tuple[str | int, ...] = ()) -> Any:
+    """The value of a ``when``/``until``-style expression (braces around it are tolerated)."""
+    if isinstance(expression, bool) or expression is None:
+        return expression
+    source = str(expression)
+    if is_template(source):
+        return _render_string(source, context, path)
+    return _run(lambda: _check_defined(_compiled_expression(source)(context)), path)
+
+
+def _render_string(source: str, context: Mapping[str, Any], path: tuple[str | int, ...]) -> Any:
+    expression = single_expression(source)
+    if expression is not None:
+        return _run(lambda: _check_defined(_compiled_expression(expression)(context)), path)
+    return _run(lambda: _compiled_template(source).render(context), path)
+
+
+def _check_defined(value: Any) -> Any:
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    return value
+
+
+_UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
+
+
+def _run(produce: Any, path: tuple[str | int, ...]) -> Any:
+    try:
+        return produce()
+    except jinja2.UndefinedError as exc:
+        message = str(exc)
+        match = _UNDEFINED_NAME.match(message)
+        if match:
+            message = f"undefined variable '{match.group(1)}'"
+        raise _template_error(message, path) from exc
+    except jinja2.TemplateSyntaxError as exc:
+        raise _template_error(f"template syntax error: {exc.message}", path) from exc
+    except jinja2.exceptions.SecurityError as exc:
+        raise _template_error(f"blocked by the template sandbox: {exc}", path) from exc
+    except TemplateError as exc:
+        raise _template_error(str(exc), path) from exc
+    except Exception as exc:  # a filter's own failure: from_json on bad text, say
+        raise _template_error(f"{type(exc).__name__}: {exc}", path) from exc
+
+
+def _template_error(message: str, path: tuple[str | int, ...]) -> TemplateError:
+    error = TemplateError(message)
+    error.path = path  # type: ignore[attr-defined]
+    return error
+
+
+# --- analysis --------------------------------------------------------------------------
+
+
+@dataclass
+class TemplateRefs:
+    """What a template reads, found without running it."""
+
+    names: set[str] = field(default_factory=set)  # top-level names read without a guard
+    steps: set[str] = field(default_factory=set)  # step ids read as steps.<id>, unguarded
+
+
+class TemplateSyntax(Exception):
+    """A template that does not parse; ``lineno`` is 1-based within the template."""
+
+    def __init__(self, message: str, lineno: int):
+        super().__init__(message)
+        self.message = message
+        self.lineno = lineno
+
+
+def analyze(source: str, expression: bool = False) -> TemplateRefs:
+    """Parse ``source`` (a template, or a bare expression) and list what it reads."""
+    text = source if (not expression or is_template(source)) else "{{ " + source + " }}"
+    try:
+        tree = environment().parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateSyntax(exc.message or "invalid template", exc.lineno or 1) from None
+    guarded_names: set[str] = set()
+    guarded_steps: set[str] = set()
+    for guard in tree.find_all((nodes.Filter, nodes.Test)):
+        if guard.name not in (_GUARD_FILTERS if isinstance(guard, nodes.Filter) else _GUARD_TESTS):
+            continue
+        if guard.node is None:
+            continue
+        guarded_names.update(n.name for n in _names_in(guard.node))
+        guarded_steps.update(_step_ids_in(guard.node))
+    undeclared = meta.find_undeclared_variables(tree)
+    return TemplateRefs(
+        names=undeclared - guarded_names,
+        steps=set(_step_ids_in(tree)) - guarded_steps,
+    )
+
+
+def _names_in(node: nodes.Node) -> list[nodes.Name]:
+    found = [node] if isinstance(node, nodes.Name) else []
+    return found + list(node.find_all(nodes.Name))
+
+
+def _step_ids_in(node: nodes.Node) -> list[str]:
+    ids = []
+    candidates = [node, *node.find_all((nodes.Getattr, nodes.Getitem))]
+    for item in candidates:
+        target = getattr(item, "node", None)
+        if not (isinstance(target, nodes.Name) and target.name == "steps"):
+            continue
+        if isinstance(item, nodes.Getattr):
+            ids.append(item.attr)
+        elif isinstance(item, nodes.Getitem) and isinstance(item.arg, nodes.Const):
+            ids.append(str(item.arg.value))
+    return ids
