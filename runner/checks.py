@@ -10,7 +10,6 @@ the others, so one ``validate`` shows everything to fix.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from runner.diagnostics import Diagnostic, did_you_mean
 from runner.errors import PlaybookError, UsageError
 from runner.loader import Document, JsonPath, load_file, parse_cli_var
 from runner.playbook import SECTIONS, Group, Node, Playbook, Step, describe_step, format_path
-from runner.registry import Handler, all_handlers
+from runner.registry import Handler, all_handlers, handlers_for
 from runner.schema import (
     DEFAULTABLE_KEYS,
     GROUP_KEYS,
@@ -54,10 +53,35 @@ EXPRESSION_KEYS = ("when", "until", "failed_when", "changed_when")
 LOOP_NAMES = ("item", "loop")
 
 
-@cache
-def combined_schema() -> tuple[dict[str, Any], SchemaChecker]:
-    schema = build_schema(all_handlers())
-    return schema, SchemaChecker(schema)
+_SCHEMAS: dict[frozenset[str], tuple[dict[str, Any], SchemaChecker]] = {}
+
+
+def combined_schema(handlers: Mapping[str, Handler] | None = None) -> tuple[dict[str, Any], SchemaChecker]:
+    """The combined schema of these handlers (default: all, plugins included), and its checker."""
+    handlers = all_handlers() if handlers is None else handlers
+    key = frozenset(handlers)
+    if key not in _SCHEMAS:
+        schema = build_schema(handlers)
+        _SCHEMAS[key] = (schema, SchemaChecker(schema))
+    return _SCHEMAS[key]
+
+
+def step_keys_used(data: Any) -> set[str]:
+    """Every key of every step in the document (handler names among them), groups included."""
+    found: set[str] = set()
+
+    def visit(items: Any) -> None:
+        for raw in items if isinstance(items, list) else []:
+            if not isinstance(raw, dict):
+                continue
+            found.update(k for k in raw if k not in STEP_KEYS)
+            body = raw.get("parallel")
+            visit(body.get("steps") if isinstance(body, dict) else body)
+
+    if isinstance(data, dict):
+        for section in SECTIONS:
+            visit(data.get(section))
+    return found - {"parallel"}
 
 
 class Checker:
@@ -65,7 +89,7 @@ class Checker:
         self.document = document
         self.source = document.source
         self.handlers = handlers
-        self.schema, self.checker = combined_schema()
+        self.schema, self.checker = combined_schema(handlers)
         self.problems: list[Diagnostic] = list(document.problems)
         self.ids: dict[str, Node] = {}
 
@@ -577,7 +601,7 @@ def _vars_file(checker: Checker, path: Path, listed_at: JsonPath | None) -> dict
 
 def check_playbook(path: Path, cli_vars: Sequence[str], vars_files: Sequence[Path]) -> Playbook:
     document = load_file(path)
-    checker = Checker(document, all_handlers())
+    checker = Checker(document, handlers_for(step_keys_used(document.data)))
     data = document.data
     if document.problems or not checker.top_level(data):
         raise PlaybookError(sorted(checker.problems, key=Diagnostic.sort_key))

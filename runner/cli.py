@@ -86,7 +86,7 @@ def validate(files: tuple[str, ...], cli_vars: tuple[str, ...], vars_files: tupl
       runbook validate playbooks/*.yml -e env=prod --vars-file vars/prod.yml
     """
     from runner.errors import PlaybookError, UsageError
-    from runner.playbook import load_playbook
+    from runner.playbook import Group, load_playbook
 
     failed = False
     for file in files:
@@ -103,7 +103,7 @@ def validate(files: tuple[str, ...], cli_vars: tuple[str, ...], vars_files: tupl
             failed = True
             echo(f"runbook: error: {exc}", err=True)
             continue
-        steps = sum(1 for _ in playbook.walk())
+        steps = sum(1 for node in playbook.walk() if not isinstance(node, Group))
         echo(f"{file}: {style('ok', fg='green')} ({steps} step{'s' if steps != 1 else ''})")
     if failed:
         sys.exit(EXIT_INVALID)
