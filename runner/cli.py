@@ -118,6 +118,11 @@ def schema() -> None:
 
     \b
       # yaml-language-server: $schema=path/to/playbook.schema.json
+
+    \b
+    Examples:
+      runbook schema > playbook.schema.json
+      runbook schema | jq '.["$defs"].args | keys'
     """
     from runner.checks import combined_schema
     from runner.schema import dumps

@@ -44,9 +44,9 @@ _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _MERGE = "tag:yaml.org,2002:merge"
 
-# A bound on the nodes built from one document: anchors and aliases can make a small
-# file expand exponentially ("billion laughs"); nothing real comes near this.
-MAX_NODES = 1_000_000
+# Anchors and aliases can make a small file expand exponentially ("billion laughs").
+# A document may build at most this many values from aliases beyond its own nodes.
+MAX_NODES = 100_000
 
 # Extra scalar tags, such as ``!vault``: tag → function(text, position) → value.
 TAG_CONSTRUCTORS: dict[str, Callable[[str, Position], Any]] = {}
@@ -113,6 +113,7 @@ class _Builder:
         self.source = SourceMap(file)
         self.problems: list[Diagnostic] = []
         self.nodes_built = 0
+        self.distinct_nodes: set[int] = set()
         self._active: set[int] = set()
 
     def problem(self, node: Any, message: str, hint: str = "") -> None:
@@ -120,7 +121,8 @@ class _Builder:
 
     def build(self, node: Any, path: JsonPath) -> Any:
         self.nodes_built += 1
-        if self.nodes_built > MAX_NODES:
+        self.distinct_nodes.add(id(node))
+        if self.nodes_built - len(self.distinct_nodes) > MAX_NODES:
             raise _TooBig(node)
         self.source.values.setdefault(path, position_of(node.start_mark, self.file))
         if isinstance(node, yaml.ScalarNode):
@@ -140,7 +142,7 @@ class _Builder:
 
     def scalar(self, node: yaml.ScalarNode) -> Any:
         tag = node.tag
-        if tag == _STR or tag == _TIMESTAMP:
+        if tag in (_STR, _TIMESTAMP):
             return node.value
         if tag == _INT:
             return _scalar_constructor.construct_yaml_int(node)
@@ -233,7 +235,7 @@ def parse_text(text: str, file: str) -> Document:
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
-        return Document(Path(file), None, builder.source, [_syntax_problem(exc, file)])
+        return Document(Path(file), None, builder.source, [_syntax_problem(exc, file, text)])
     except yaml.YAMLError as exc:  # e.g. a control character libyaml refuses outright
         message = str(exc).splitlines()[0]
         return Document(Path(file), None, builder.source, [Diagnostic(Position(file, 1, 1), "", message)])
@@ -242,7 +244,7 @@ def parse_text(text: str, file: str) -> Document:
     try:
         data = builder.build(root, ())
     except _TooBig as exc:
-        builder.problem(exc.node, f"the document expands to more than {MAX_NODES} nodes (alias bomb?)")
+        builder.problem(exc.node, f"aliases expand the document by more than {MAX_NODES} values (an alias bomb?)")
         data = None
     except RecursionError:
         builder.problem(root, "the document is nested too deeply")
@@ -251,7 +253,14 @@ def parse_text(text: str, file: str) -> Document:
     return Document(Path(file), data, builder.source, builder.problems)
 
 
-def _syntax_problem(exc: yaml.MarkedYAMLError, file: str) -> Diagnostic:
+def _char_at(text: str, mark: Any) -> str:
+    lines = text.splitlines()
+    if mark is None or mark.line >= len(lines) or mark.column >= len(lines[mark.line]):
+        return ""
+    return lines[mark.line][mark.column]
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, file: str, text: str) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
     position = position_of(mark, file) if mark else Position(file, 1, 1)
     problem = exc.problem or exc.context or "invalid YAML"
@@ -262,7 +271,7 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, file: str) -> Diagnostic:
             message += f" at line {exc.context_mark.line + 1}"
         message += ")"
     hint = ""
-    if "'\\t'" in problem or "\\t" in problem:
+    if "\\t" in problem or _char_at(text, mark) == "\t":
         hint = "YAML does not allow tabs for indentation; indent with spaces"
     elif "could not find expected ':'" in problem or "mapping values are not allowed" in problem:
         hint = "check the indentation and that every 'key: value' has a space after the colon"

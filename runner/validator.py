@@ -118,6 +118,10 @@ class SchemaChecker:
             yield Problem(path, f"must be at least {error.validator_value}; got {describe(value)}")
         elif kind == "maximum":
             yield Problem(path, f"must be at most {error.validator_value}; got {describe(value)}")
+        elif kind == "minLength":
+            count = error.validator_value
+            yield Problem(path, f"must be at least {count} character{'s' if count != 1 else ''} long; "
+                          f"got {describe(value)}")
         elif kind == "minItems" and error.validator_value == 1:
             yield Problem(path, "must not be empty")
         else:
