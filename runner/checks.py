@@ -95,13 +95,15 @@ class Checker:
 
     # -- reporting ------------------------------------------------------------------------
 
-    def report(self, path: JsonPath, where: str, message: str, hint: str = "",
-               at_value: bool = False) -> None:
+    def report(
+        self, path: JsonPath, where: str, message: str, hint: str = "", at_value: bool = False
+    ) -> None:
         position = self.source.value(path) if at_value else self.source.key(path)
         self.problems.append(Diagnostic(position, where, message, hint))
 
-    def report_problems(self, base: JsonPath, problems: list[Problem], where: Any,
-                        prefix: JsonPath = ()) -> None:
+    def report_problems(
+        self, base: JsonPath, problems: list[Problem], where: Any, prefix: JsonPath = ()
+    ) -> None:
         """Schema problems under ``base``; ``where(inner)`` names the place."""
         for problem in problems:
             inner = (*prefix, *problem.path)
@@ -111,12 +113,14 @@ class Checker:
 
     def top_level(self, data: Any) -> bool:
         if data is None:
-            self.report((), "playbook", "the file is empty",
-                        "a playbook is a mapping with at least name: and steps:")
+            self.report(
+                (), "playbook", "the file is empty", "a playbook is a mapping with at least name: and steps:"
+            )
             return False
         if not isinstance(data, dict):
-            self.report((), "playbook", "a playbook must be a mapping (name:, steps:...), "
-                        f"not {type(data).__name__}")
+            self.report(
+                (), "playbook", f"a playbook must be a mapping (name:, steps:...), not {type(data).__name__}"
+            )
             return False
         shape = {
             **self.schema,
@@ -155,8 +159,12 @@ class Checker:
     def step(self, path: JsonPath, raw: Any, section: str, defaults: dict[str, Any]) -> Node | None:
         place = format_path(path)
         if not isinstance(raw, dict):
-            self.report(path, place, f"a step must be a mapping, got {_kind(raw)}",
-                        "write a handler key and its arguments, e.g. '- shell: echo hi'")
+            self.report(
+                path,
+                place,
+                f"a step must be a mapping, got {_kind(raw)}",
+                "write a handler key and its arguments, e.g. '- shell: echo hi'",
+            )
             return None
         label = raw.get("id") if isinstance(raw.get("id"), str) else raw.get("name")
         kind = "group" if "parallel" in raw else "step"
@@ -173,13 +181,21 @@ class Checker:
             self.unknown_step_key(path, key, bool(handler_keys), where)
         if not handler_keys:
             if not unknown:
-                self.report(path, where(), "the step has no handler",
-                            "add one handler key such as shell: or copy: (runbook tasks lists them)")
+                self.report(
+                    path,
+                    where(),
+                    "the step has no handler",
+                    "add one handler key such as shell: or copy: (runbook tasks lists them)",
+                )
             return None
         if len(handler_keys) > 1:
             names = " and ".join(f"'{k}'" for k in handler_keys)
-            self.report((*path, handler_keys[1]), where(), f"two handlers in one step: {names}",
-                        "a step runs exactly one handler; split it into two steps")
+            self.report(
+                (*path, handler_keys[1]),
+                where(),
+                f"two handlers in one step: {names}",
+                "a step runs exactly one handler; split it into two steps",
+            )
             return None
         name = handler_keys[0]
         for key in raw:
@@ -204,43 +220,60 @@ class Checker:
         handler_hint = did_you_mean(key, self.handlers)
         key_hint = did_you_mean(key, STEP_KEYS)
         if not has_handler and (handler_hint or not key_hint):
-            self.report(key_path, where(), f"unknown handler '{key}'",
-                        handler_hint or "runbook tasks lists the handlers")
+            self.report(
+                key_path,
+                where(),
+                f"unknown handler '{key}'",
+                handler_hint or "runbook tasks lists the handlers",
+            )
         else:
-            self.report(key_path, where(), f"unknown step key '{key}'",
-                        key_hint or "step keys: " + ", ".join(STEP_KEYS))
+            self.report(
+                key_path,
+                where(),
+                f"unknown step key '{key}'",
+                key_hint or "step keys: " + ", ".join(STEP_KEYS),
+            )
 
     def handler_args(self, path: JsonPath, name: str, raw_args: Any, where: Any) -> Any:
         handler = self.handlers[name]
         args_path = (*path, name)
         if raw_args is None:
-            self.report(args_path, where(), f"'{name}' needs arguments",
-                        f"runbook tasks {name} shows them")
+            self.report(args_path, where(), f"'{name}' needs arguments", f"runbook tasks {name} shows them")
             return {}
         args = handler.normalize(raw_args)
         if not isinstance(args, dict) and not is_template(args):
-            self.report(args_path, where((name,)), f"expected a mapping of arguments, got {_kind(args)}",
-                        f"write {name}: {{arg: value, ...}}; runbook tasks {name} lists them")
+            self.report(
+                args_path,
+                where((name,)),
+                f"expected a mapping of arguments, got {_kind(args)}",
+                f"write {name}: {{arg: value, ...}}; runbook tasks {name} lists them",
+            )
             return args
         schema = _template_args_schema(name, handler)
         problems = self.checker.check(args, schema)
         self.report_problems(args_path, problems, where, (name,))
         return args
 
-    def group(self, path: JsonPath, raw: dict[str, Any], section: str,
-              defaults: dict[str, Any], where: Any) -> Group | None:
+    def group(
+        self, path: JsonPath, raw: dict[str, Any], section: str, defaults: dict[str, Any], where: Any
+    ) -> Group | None:
         group_props = self.schema["$defs"]["group_step"]["properties"]
         for key in raw:
             if key == "parallel":
                 continue
             if key in self.handlers:
-                self.report((*path, key), where(),
-                            f"a parallel group cannot also run '{key}'",
-                            "move the handler into the group's steps")
+                self.report(
+                    (*path, key),
+                    where(),
+                    f"a parallel group cannot also run '{key}'",
+                    "move the handler into the group's steps",
+                )
             elif key not in GROUP_KEYS:
                 hint = did_you_mean(key, GROUP_KEYS) or (
-                    f"put '{key}' on the steps inside the group" if key in STEP_KEYS else
-                    "group keys: " + ", ".join(GROUP_KEYS))
+                    f"put '{key}' on the steps inside the group"
+                    if key in STEP_KEYS
+                    else "group keys: " + ", ".join(GROUP_KEYS)
+                )
                 self.report((*path, key), where(), f"unknown key '{key}' in a parallel group", hint)
             else:
                 problems = self.checker.check(raw[key], group_props[key])
@@ -251,9 +284,12 @@ class Checker:
         if isinstance(body, dict):
             for key in body:
                 if key not in ("steps", "max_workers", "fail_fast"):
-                    self.report((*path, "parallel", key), where(("parallel", key)),
-                                f"unknown key '{key}'",
-                                did_you_mean(key, ["steps", "max_workers", "fail_fast"]))
+                    self.report(
+                        (*path, "parallel", key),
+                        where(("parallel", key)),
+                        f"unknown key '{key}'",
+                        did_you_mean(key, ["steps", "max_workers", "fail_fast"]),
+                    )
             if "steps" not in body:
                 self.report(steps_path, where(("parallel",)), "missing required key 'steps'")
             for key in ("max_workers", "fail_fast"):
@@ -267,18 +303,30 @@ class Checker:
         elif isinstance(body, list):
             items = body
         else:
-            self.report(steps_path, where(("parallel",)),
-                        f"expected a list of steps or {{steps: [...], max_workers: N}}, got {_kind(body)}")
+            self.report(
+                steps_path,
+                where(("parallel",)),
+                f"expected a list of steps or {{steps: [...], max_workers: N}}, got {_kind(body)}",
+            )
             return None
         if not isinstance(items, list):
-            self.report(steps_path, where(("parallel", "steps")), f"expected a list of steps, got {_kind(items)}")
+            self.report(
+                steps_path, where(("parallel", "steps")), f"expected a list of steps, got {_kind(items)}"
+            )
             items = []
-        group = Group(path=path, section=section, source=self.source,
-                      steps=self.steps(steps_path, items, section, defaults),
-                      id=raw.get("id"), name=raw.get("name"), when=raw.get("when"),
-                      needs=_as_list(raw.get("needs")), tags=_as_list(raw.get("tags")),
-                      max_workers=options.get("max_workers"),
-                      fail_fast=options.get("fail_fast", False))
+        group = Group(
+            path=path,
+            section=section,
+            source=self.source,
+            steps=self.steps(steps_path, items, section, defaults),
+            id=raw.get("id"),
+            name=raw.get("name"),
+            when=raw.get("when"),
+            needs=_as_list(raw.get("needs")),
+            tags=_as_list(raw.get("tags")),
+            max_workers=options.get("max_workers"),
+            fail_fast=options.get("fail_fast", False),
+        )
         self.register_id(group, path, where)
         return group
 
@@ -289,8 +337,12 @@ class Checker:
             pass  # ids live under steps.<id>; no clash with top-level names
         first = self.ids.get(node.id)
         if first is not None:
-            self.report((*path, "id"), where(), f"duplicate id '{node.id}' (first at line "
-                        f"{first.position.line})", "ids must be unique in a playbook")
+            self.report(
+                (*path, "id"),
+                where(),
+                f"duplicate id '{node.id}' (first at line {first.position.line})",
+                "ids must be unique in a playbook",
+            )
             return
         self.ids[node.id] = node
 
@@ -304,24 +356,40 @@ class Checker:
             needs_path = (*node.path, "needs")
             where = node.where()
             if node.section != "steps" or len(node.path) != 2:
-                self.report(needs_path, where, "needs is allowed only on top-level steps of steps:",
-                            "steps inside a parallel group, on_failure or finally run in their own order")
+                self.report(
+                    needs_path,
+                    where,
+                    "needs is allowed only on top-level steps of steps:",
+                    "steps inside a parallel group, on_failure or finally run in their own order",
+                )
                 continue
             for index, name in enumerate(node.needs):
                 item_path = (*needs_path, index) if (*needs_path, index) in self.source.keys else needs_path
                 if name in top_ids:
                     continue
                 if name in self.ids:
-                    self.report(item_path, where, f"needs '{name}', which is not a top-level step of steps:",
-                                "name the top-level step or group that contains it")
+                    self.report(
+                        item_path,
+                        where,
+                        f"needs '{name}', which is not a top-level step of steps:",
+                        "name the top-level step or group that contains it",
+                    )
                 else:
-                    self.report(item_path, where, f"needs unknown step id '{name}'",
-                                did_you_mean(name, top_ids) or "give the step you mean an id:")
+                    self.report(
+                        item_path,
+                        where,
+                        f"needs unknown step id '{name}'",
+                        did_you_mean(name, top_ids) or "give the step you mean an id:",
+                    )
         cycle = _find_cycle({n.id: [x for x in n.needs if x in top_ids] for n in playbook.steps if n.id})
         if cycle:
             first = top_ids[cycle[0]]
-            self.report((*first.path, "needs"), first.where(), "needs cycle: " + " -> ".join(cycle),
-                        "a step cannot wait, directly or not, for itself")
+            self.report(
+                (*first.path, "needs"),
+                first.where(),
+                "needs cycle: " + " -> ".join(cycle),
+                "a step cannot wait, directly or not, for itself",
+            )
 
     # -- templates ------------------------------------------------------------------------
 
@@ -331,28 +399,56 @@ class Checker:
         for node in playbook.walk():
             looped = isinstance(node, Step) and node.loop is not None
             for inner, value, expression in template_values(node):
-                self.check_template(node, inner, value, expression, known, readable[id(node)],
-                                    looped and inner[:1] != ("loop",), known_vars)
+                self.check_template(
+                    node,
+                    inner,
+                    value,
+                    expression,
+                    known,
+                    readable[id(node)],
+                    looped and inner[:1] != ("loop",),
+                    known_vars,
+                )
         for name in playbook.vars:
             self.check_plain_template(("vars", name), playbook.vars[name], known, known_vars)
 
-    def check_template(self, node: Node, inner: JsonPath, value: str, expression: bool,
-                       known: set[str], readable: set[str], looped: bool, known_vars: set[str]) -> None:
+    def check_template(
+        self,
+        node: Node,
+        inner: JsonPath,
+        value: str,
+        expression: bool,
+        known: set[str],
+        readable: set[str],
+        looped: bool,
+        known_vars: set[str],
+    ) -> None:
         path = (*node.path, *inner)
         where = node.where(inner)
         try:
             refs = analyze(value, expression)
         except TemplateSyntax as exc:
-            self.problems.append(Diagnostic(self.source.text_line(path, exc.lineno), where,
-                                            f"template syntax error: {exc.message}"))
+            self.problems.append(
+                Diagnostic(
+                    self.source.text_line(path, exc.lineno), where, f"template syntax error: {exc.message}"
+                )
+            )
             return
         position = self.source.value(path)
         for name in sorted(refs.names):
             if name in LOOP_NAMES and not looped:
-                self.problems.append(Diagnostic(position, where, f"'{name}' is defined only in a step with loop:",
-                                                "add loop: to the step, or guard with | default(...)"))
+                self.problems.append(
+                    Diagnostic(
+                        position,
+                        where,
+                        f"'{name}' is defined only in a step with loop:",
+                        "add loop: to the step, or guard with | default(...)",
+                    )
+                )
             elif name not in known:
-                hint = did_you_mean(name, known_vars) or "define it in vars:, a vars file, or pass -e NAME=VALUE"
+                hint = (
+                    did_you_mean(name, known_vars) or "define it in vars:, a vars file, or pass -e NAME=VALUE"
+                )
                 self.problems.append(Diagnostic(position, where, f"undefined variable '{name}'", hint))
         for step_id in sorted(refs.steps):
             if step_id in readable:
@@ -362,14 +458,19 @@ class Checker:
     def unreadable(self, node: Node, step_id: str) -> tuple[str, str]:
         target = self.ids.get(step_id)
         if target is None:
-            return (f"no step has id '{step_id}'",
-                    did_you_mean(step_id, self.ids) or "give the step you mean an id:")
+            return (
+                f"no step has id '{step_id}'",
+                did_you_mean(step_id, self.ids) or "give the step you mean an id:",
+            )
         if target is node:
-            return (f"the step reads its own result as steps.{step_id}",
-                    "inside until, failed_when and changed_when the step's result is 'result'")
-        return (f"steps.{step_id} may not have run yet when this step starts",
-                "add it to this step's needs (or order the steps so it runs first), "
-                "or guard with 'is defined'")
+            return (
+                f"the step reads its own result as steps.{step_id}",
+                "inside until, failed_when and changed_when the step's result is 'result'",
+            )
+        return (
+            f"steps.{step_id} may not have run yet when this step starts",
+            "add it to this step's needs (or order the steps so it runs first), or guard with 'is defined'",
+        )
 
     def check_plain_template(self, path: JsonPath, value: Any, known: set[str], known_vars: set[str]) -> None:
         for inner, text in _strings(value, ()):
@@ -379,13 +480,23 @@ class Checker:
             try:
                 refs = analyze(text)
             except TemplateSyntax as exc:
-                self.problems.append(Diagnostic(self.source.text_line(full, exc.lineno), format_path(full),
-                                                f"template syntax error: {exc.message}"))
+                self.problems.append(
+                    Diagnostic(
+                        self.source.text_line(full, exc.lineno),
+                        format_path(full),
+                        f"template syntax error: {exc.message}",
+                    )
+                )
                 continue
             for name in sorted(refs.names - known):
-                self.problems.append(Diagnostic(self.source.value(full), format_path(full),
-                                                f"undefined variable '{name}'",
-                                                did_you_mean(name, known_vars)))
+                self.problems.append(
+                    Diagnostic(
+                        self.source.value(full),
+                        format_path(full),
+                        f"undefined variable '{name}'",
+                        did_you_mean(name, known_vars),
+                    )
+                )
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -410,7 +521,9 @@ def _kind(value: Any) -> str:
         return "nothing (null)"
     if isinstance(value, (int, float)):
         return f"the number {value}"
-    return {list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping" if isinstance(value, dict) else type(value).__name__
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -534,7 +647,7 @@ def _find_cycle(edges: Mapping[str, list[str]]) -> list[str] | None:
         path.append(name)
         for nxt in edges.get(name, []):
             if state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -554,17 +667,25 @@ def _find_cycle(edges: Mapping[str, list[str]]) -> list[str] | None:
 # -- variables --------------------------------------------------------------------------------
 
 
-def gather_vars(checker: Checker, data: dict[str, Any], playbook_dir: Path,
-                cli_vars: Sequence[str], vars_files: Sequence[Path]) -> dict[str, Any]:
+def gather_vars(
+    checker: Checker,
+    data: dict[str, Any],
+    playbook_dir: Path,
+    cli_vars: Sequence[str],
+    vars_files: Sequence[Path],
+) -> dict[str, Any]:
     """Variables by precedence: vars < vars_files < --vars-file < -e (SPEC §8)."""
     merged: dict[str, Any] = {}
     if isinstance(data.get("vars"), dict):
         merged.update(data["vars"])
         for name in data["vars"]:
             if name in RESERVED_NAMES:
-                checker.report(("vars", name), f"vars.{name}",
-                               f"'{name}' is a built-in name and cannot be a variable",
-                               "built-in names: " + ", ".join(sorted(RESERVED_NAMES)))
+                checker.report(
+                    ("vars", name),
+                    f"vars.{name}",
+                    f"'{name}' is a built-in name and cannot be a variable",
+                    "built-in names: " + ", ".join(sorted(RESERVED_NAMES)),
+                )
     listed = data.get("vars_files")
     if isinstance(listed, list):
         for index, name in enumerate(listed):
@@ -585,16 +706,23 @@ def _vars_file(checker: Checker, path: Path, listed_at: JsonPath | None) -> dict
     if not path.is_file():
         if listed_at is None:
             raise UsageError(f"{path}: no such vars file")
-        checker.report(listed_at, format_path(listed_at), f"vars file not found: {path}",
-                       "vars_files are relative to the playbook's folder")
+        checker.report(
+            listed_at,
+            format_path(listed_at),
+            f"vars file not found: {path}",
+            "vars_files are relative to the playbook's folder",
+        )
         return {}
     document = load_file(path)
     checker.problems.extend(document.problems)
     if document.data is None:
         return {}
     if not isinstance(document.data, dict):
-        checker.problems.append(Diagnostic(document.source.key(()), "vars file",
-                                           "a vars file must be a mapping of names to values"))
+        checker.problems.append(
+            Diagnostic(
+                document.source.key(()), "vars file", "a vars file must be a mapping of names to values"
+            )
+        )
         return {}
     return document.data
 

@@ -37,14 +37,29 @@ def style(text: str, **styles: Any) -> str:
 
 
 debug_option = click.option(
-    "--debug", is_flag=True, expose_value=False, is_eager=True,
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
     help="Show a Python traceback when runbook fails.",
 )
 var_options = [
-    click.option("-e", "--var", "cli_vars", multiple=True, metavar="KEY=VALUE",
-                 help="Set a variable (value read as YAML: -e n=3 is a number); @FILE loads a file."),
-    click.option("--vars-file", "vars_files", multiple=True, metavar="FILE",
-                 type=click.Path(dir_okay=False), help="Load variables from a YAML file."),
+    click.option(
+        "-e",
+        "--var",
+        "cli_vars",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Set a variable (value read as YAML: -e n=3 is a number); @FILE loads a file.",
+    ),
+    click.option(
+        "--vars-file",
+        "vars_files",
+        multiple=True,
+        metavar="FILE",
+        type=click.Path(dir_okay=False),
+        help="Load variables from a YAML file.",
+    ),
 ]
 
 
@@ -55,8 +70,7 @@ def with_var_options(func: Any) -> Any:
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, "-V", "--version", prog_name="runbook",
-                      message="%(prog)s %(version)s")
+@click.version_option(__version__, "-V", "--version", prog_name="runbook", message="%(prog)s %(version)s")
 @debug_option
 def cli() -> None:
     """runbook: a declarative YAML task runner for operations work.
@@ -153,8 +167,9 @@ def tasks(name: str | None) -> None:
         from runner.errors import UsageError
 
         hint = did_you_mean(name, handlers)
-        raise UsageError(f"unknown handler '{name}'" + (f"; {hint}" if hint else "")
-                         + " (runbook tasks lists them)")
+        raise UsageError(
+            f"unknown handler '{name}'" + (f"; {hint}" if hint else "") + " (runbook tasks lists them)"
+        )
     echo(describe_handler(handlers[name], style))
 
 
@@ -184,8 +199,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        echo(f"runbook: internal error: {type(exc).__name__}: {exc} "
-             "(run with --debug for the traceback, and please report it)", err=True)
+        echo(
+            f"runbook: internal error: {type(exc).__name__}: {exc} "
+            "(run with --debug for the traceback, and please report it)",
+            err=True,
+        )
         sys.exit(EXIT_INTERNAL)
 
 

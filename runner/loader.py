@@ -244,7 +244,9 @@ def parse_text(text: str, file: str) -> Document:
     try:
         data = builder.build(root, ())
     except _TooBig as exc:
-        builder.problem(exc.node, f"aliases expand the document by more than {MAX_NODES} values (an alias bomb?)")
+        builder.problem(
+            exc.node, f"aliases expand the document by more than {MAX_NODES} values (an alias bomb?)"
+        )
         data = None
     except RecursionError:
         builder.problem(root, "the document is nested too deeply")
@@ -321,7 +323,9 @@ def parse_cli_var(text: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         return key, raw
     # Only scalars are parsed; '[a' or '{x: 1}' stay the text the user typed.
-    if isinstance(value, (dict, list)) or (value is None and raw.strip() not in ("~", "null", "Null", "NULL")):
+    if isinstance(value, (dict, list)) or (
+        value is None and raw.strip() not in ("~", "null", "Null", "NULL")
+    ):
         return key, raw
     if not isinstance(value, (str, int, float, bool, type(None))):
         return key, raw  # a date, say: keep the text, as the playbook loader does

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from runner.diagnostics import Position
 from runner.errors import TemplateError
@@ -129,7 +129,7 @@ class Group:
                 yield from step.walk()
 
 
-Node = Union[Step, Group]
+Node = Step | Group
 
 
 @dataclass

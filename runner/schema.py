@@ -274,9 +274,10 @@ def build_schema(handlers: Mapping[str, Any]) -> dict[str, Any]:
     defs["step"] = {"anyOf": [{"$ref": "#/$defs/task_step"}, {"$ref": "#/$defs/group_step"}]}
     defs["steps"] = {"type": "array", "items": {"$ref": "#/$defs/step"}}
     top = {key: accept_templates(value) for key, value in PLAYBOOK_KEYS.items()}
-    top["defaults"] = {**top["defaults"], "properties": {
-        key: step_properties[key] for key in DEFAULTABLE_KEYS
-    }}
+    top["defaults"] = {
+        **top["defaults"],
+        "properties": {key: step_properties[key] for key in DEFAULTABLE_KEYS},
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,

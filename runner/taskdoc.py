@@ -30,7 +30,7 @@ def type_name(schema: Mapping[str, Any]) -> str:
             return " or ".join(dict.fromkeys(type_name(s) for s in schema[union]))
     kind = schema.get("type")
     if isinstance(kind, list):
-        return " or ".join(_KIND_NAMES.get(k, k) for k in kind)
+        return " or ".join(_KIND_NAMES.get(str(k), str(k)) for k in kind)
     if kind == "array":
         items = schema.get("items")
         return f"list of {type_name(items)}" if isinstance(items, Mapping) else "list"
@@ -56,7 +56,9 @@ def _required_groups(schema: Mapping[str, Any]) -> list[str]:
 
 def list_handlers(handlers: Mapping[str, Handler], style: Styler) -> str:
     width = max((len(n) for n in handlers), default=0)
-    lines = [f"{style(name.ljust(width), bold=True)}  {plain(h.summary)}" for name, h in sorted(handlers.items())]
+    lines = [
+        f"{style(name.ljust(width), bold=True)}  {plain(h.summary)}" for name, h in sorted(handlers.items())
+    ]
     lines.append("")
     lines.append("runbook tasks NAME shows a handler's arguments, results and an example.")
     return "\n".join(lines)
@@ -89,7 +91,9 @@ def describe_handler(handler: Handler, style: Styler) -> str:
     for note in _required_groups(schema):
         out.append(f"  ({note})")
     if handler.shorthand:
-        out.append(f"  Shorthand: {handler.name}: VALUE  means  {handler.name}: {{{handler.shorthand}: VALUE}}")
+        out.append(
+            f"  Shorthand: {handler.name}: VALUE  means  {handler.name}: {{{handler.shorthand}: VALUE}}"
+        )
     if handler.result:
         out += ["", style("Result", bold=True)]
         width = max(len(k) for k in handler.result)

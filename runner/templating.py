@@ -54,8 +54,9 @@ def _flags(ignorecase: bool, multiline: bool) -> int:
     return (re.IGNORECASE if ignorecase else 0) | (re.MULTILINE if multiline else 0)
 
 
-def regex_search(value: Any, pattern: str, *groups: Any, ignorecase: bool = False,
-                 multiline: bool = False) -> Any:
+def regex_search(
+    value: Any, pattern: str, *groups: Any, ignorecase: bool = False, multiline: bool = False
+) -> Any:
     match = re.search(pattern, str(value), _flags(ignorecase, multiline))
     if match is None:
         return None
@@ -65,13 +66,18 @@ def regex_search(value: Any, pattern: str, *groups: Any, ignorecase: bool = Fals
     return picked
 
 
-def regex_replace(value: Any, pattern: str, replacement: str = "", ignorecase: bool = False,
-                  multiline: bool = False, count: int = 0) -> str:
+def regex_replace(
+    value: Any,
+    pattern: str,
+    replacement: str = "",
+    ignorecase: bool = False,
+    multiline: bool = False,
+    count: int = 0,
+) -> str:
     return re.sub(pattern, replacement, str(value), count=count, flags=_flags(ignorecase, multiline))
 
 
-def regex_findall(value: Any, pattern: str, ignorecase: bool = False,
-                  multiline: bool = False) -> list[Any]:
+def regex_findall(value: Any, pattern: str, ignorecase: bool = False, multiline: bool = False) -> list[Any]:
     return re.findall(pattern, str(value), _flags(ignorecase, multiline))
 
 
@@ -116,8 +122,7 @@ def to_json(value: Any, indent: int | None = None, sort_keys: bool = False) -> s
 def to_yaml(value: Any, indent: int = 2) -> str:
     import yaml
 
-    return yaml.safe_dump(value, indent=indent, sort_keys=False, default_flow_style=False,
-                          allow_unicode=True)
+    return yaml.safe_dump(value, indent=indent, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
 def from_yaml(value: str) -> Any:
@@ -175,10 +180,12 @@ FILTERS = {
 }
 
 TESTS = {
-    "match": lambda value, pattern, ignorecase=False, multiline=False: re.match(
-        pattern, str(value), _flags(ignorecase, multiline)) is not None,
-    "search": lambda value, pattern, ignorecase=False, multiline=False: re.search(
-        pattern, str(value), _flags(ignorecase, multiline)) is not None,
+    "match": lambda value, pattern, ignorecase=False, multiline=False: (
+        re.match(pattern, str(value), _flags(ignorecase, multiline)) is not None
+    ),
+    "search": lambda value, pattern, ignorecase=False, multiline=False: (
+        re.search(pattern, str(value), _flags(ignorecase, multiline)) is not None
+    ),
 }
 
 GLOBALS = {"now": now, "random_token": random_token, "random_password": random_password}

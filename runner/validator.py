@@ -60,7 +60,7 @@ class SchemaChecker:
 
     def check(self, instance: Any, schema: Mapping[str, Any]) -> list[Problem]:
         validator = self._validator.evolve(schema=schema)
-        problems = []
+        problems: list[Problem] = []
         for error in validator.iter_errors(instance):
             problems.extend(self._translate(error))
         return problems
@@ -85,7 +85,7 @@ class SchemaChecker:
         if kind == "type":
             expected = error.validator_value
             expected = expected if isinstance(expected, list) else [expected]
-            wanted = " or ".join(_TYPE_NAMES.get(t, t) for t in expected)
+            wanted = " or ".join(_TYPE_NAMES.get(str(t), str(t)) for t in expected)
             yield Problem(path, f"expected {wanted}, got {describe(value)}")
         elif kind == "required":
             present = set(value) if isinstance(value, dict) else set()
@@ -120,8 +120,10 @@ class SchemaChecker:
             yield Problem(path, f"must be at most {error.validator_value}; got {describe(value)}")
         elif kind == "minLength":
             count = error.validator_value
-            yield Problem(path, f"must be at least {count} character{'s' if count != 1 else ''} long; "
-                          f"got {describe(value)}")
+            yield Problem(
+                path,
+                f"must be at least {count} character{'s' if count != 1 else ''} long; got {describe(value)}",
+            )
         elif kind == "minItems" and error.validator_value == 1:
             yield Problem(path, "must not be empty")
         else:
