@@ -13,9 +13,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from runner.context import RUNTIME_NAMES
 from runner.diagnostics import Diagnostic, did_you_mean
 from runner.errors import PlaybookError, UsageError
-from runner.loader import Document, JsonPath, load_file, parse_cli_var
+from runner.loader import Document, JsonPath, SourceMap, load_file, parse_cli_var
 from runner.playbook import SECTIONS, Group, Node, Playbook, Step, describe_step, format_path
 from runner.registry import Handler, all_handlers, handlers_for
 from runner.schema import (
@@ -26,7 +27,7 @@ from runner.schema import (
     accept_templates,
     build_schema,
 )
-from runner.templating import GLOBALS, RESERVED_NAMES, TemplateSyntax, analyze, is_template
+from runner.templating import GLOBALS, RESERVED_NAMES, TemplateSyntax, analyze, is_template, names_read
 from runner.validator import Problem, SchemaChecker
 
 # Keys users bring from Ansible or go-task, and what runbook calls them.
@@ -92,6 +93,8 @@ class Checker:
         self.schema, self.checker = combined_schema(handlers)
         self.problems: list[Diagnostic] = list(document.problems)
         self.ids: dict[str, Node] = {}
+        # Where each variable was defined: (source map, path prefix, the names and values).
+        self.var_sources: list[tuple[SourceMap, JsonPath, dict[str, Any]]] = []
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -409,8 +412,28 @@ class Checker:
                     looped and inner[:1] != ("loop",),
                     known_vars,
                 )
-        for name in playbook.vars:
-            self.check_plain_template(("vars", name), playbook.vars[name], known, known_vars)
+        self.check_var_cycles(playbook.vars)
+        for source, prefix, defined in self.var_sources:
+            for name, value in defined.items():
+                if playbook.vars.get(name) is value:  # not overridden by a later source
+                    self.check_plain_template(source, (*prefix, name), value, known, known_vars)
+
+    def check_var_cycles(self, variables: Mapping[str, Any]) -> None:
+        edges = {}
+        for name, value in variables.items():
+            try:
+                edges[name] = sorted(names_read(value) & set(variables))
+            except TemplateSyntax:
+                edges[name] = []  # reported with its position by check_plain_template
+        cycle = _find_cycle(edges)
+        if cycle:
+            path = ("vars", cycle[0]) if (("vars", cycle[0])) in self.source.keys else ("vars",)
+            self.report(
+                path,
+                f"vars.{cycle[0]}",
+                "variables refer to each other: " + " -> ".join(cycle),
+                "one of them must not read the other",
+            )
 
     def check_template(
         self,
@@ -472,7 +495,9 @@ class Checker:
             "add it to this step's needs (or order the steps so it runs first), or guard with 'is defined'",
         )
 
-    def check_plain_template(self, path: JsonPath, value: Any, known: set[str], known_vars: set[str]) -> None:
+    def check_plain_template(
+        self, source: SourceMap, path: JsonPath, value: Any, known: set[str], known_vars: set[str]
+    ) -> None:
         for inner, text in _strings(value, ()):
             if not is_template(text):
                 continue
@@ -482,16 +507,25 @@ class Checker:
             except TemplateSyntax as exc:
                 self.problems.append(
                     Diagnostic(
-                        self.source.text_line(full, exc.lineno),
+                        source.text_line(full, exc.lineno),
                         format_path(full),
                         f"template syntax error: {exc.message}",
                     )
                 )
                 continue
+            for name in sorted(refs.names & RUNTIME_NAMES):
+                self.problems.append(
+                    Diagnostic(
+                        source.value(full),
+                        format_path(full),
+                        f"a variable cannot read '{name}': variables are rendered when the run starts",
+                        "write the expression in the step that needs it",
+                    )
+                )
             for name in sorted(refs.names - known):
                 self.problems.append(
                     Diagnostic(
-                        self.source.value(full),
+                        source.value(full),
                         format_path(full),
                         f"undefined variable '{name}'",
                         did_you_mean(name, known_vars),
@@ -678,6 +712,7 @@ def gather_vars(
     merged: dict[str, Any] = {}
     if isinstance(data.get("vars"), dict):
         merged.update(data["vars"])
+        checker.var_sources.append((checker.source, ("vars",), data["vars"]))
         for name in data["vars"]:
             if name in RESERVED_NAMES:
                 checker.report(
@@ -724,6 +759,7 @@ def _vars_file(checker: Checker, path: Path, listed_at: JsonPath | None) -> dict
             )
         )
         return {}
+    checker.var_sources.append((document.source, (), document.data))
     return document.data
 
 

@@ -369,6 +369,21 @@ def analyze(source: str, expression: bool = False) -> TemplateRefs:
     )
 
 
+def names_read(value: Any) -> set[str]:
+    """Top-level names read by the templates anywhere inside ``value`` (lists, mappings)."""
+    names: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and is_template(item):
+            names |= analyze(item).names
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return names
+
+
 def _names_in(node: nodes.Node) -> list[nodes.Name]:
     found = [node] if isinstance(node, nodes.Name) else []
     return found + list(node.find_all(nodes.Name))
