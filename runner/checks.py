@@ -9,7 +9,9 @@ the others, so one ``validate`` shows everything to fix.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -343,7 +345,7 @@ class Checker:
             self.report(
                 (*path, "id"),
                 where(),
-                f"duplicate id '{node.id}' (first at line {first.position.line})",
+                f"duplicate id '{node.id}' (first at line {self.source.key((*first.path, 'id')).line})",
                 "ids must be unique in a playbook",
             )
             return
@@ -400,18 +402,16 @@ class Checker:
         readable = readable_steps(playbook)
         known = known_vars | RESERVED_NAMES | set(GLOBALS)
         for node in playbook.walk():
-            looped = isinstance(node, Step) and node.loop is not None
+            scope = TemplateScope(known, known_vars, readable[id(node)])
+            if isinstance(node.when, str):
+                # `when: x is defined` guards x in the whole step: unrendered when x is missing.
+                with contextlib.suppress(TemplateSyntax):
+                    guard = analyze(node.when, True)
+                    scope.guarded |= guard.guarded
+                    scope.guarded_steps |= guard.guarded_steps
             for inner, value, expression in template_values(node):
-                self.check_template(
-                    node,
-                    inner,
-                    value,
-                    expression,
-                    known,
-                    readable[id(node)],
-                    looped and inner[:1] != ("loop",),
-                    known_vars,
-                )
+                scope.looped = isinstance(node, Step) and node.loop is not None and inner[:1] != ("loop",)
+                self.check_template(node, inner, value, expression, scope)
         self.check_var_cycles(playbook.vars)
         for source, prefix, defined in self.var_sources:
             for name, value in defined.items():
@@ -435,31 +435,34 @@ class Checker:
                 "one of them must not read the other",
             )
 
+    def syntax_problem(self, source: SourceMap, path: JsonPath, where: str, exc: TemplateSyntax) -> None:
+        lineno = exc.lineno
+        folded = source.folded.get(source.recorded(path))
+        if folded is not None:
+            # Folding joined the lines; the raw lines say which one holds the error.
+            try:
+                analyze(folded)
+            except TemplateSyntax as raw:
+                lineno = raw.lineno
+        self.problems.append(
+            Diagnostic(source.text_line(path, lineno), where, f"template syntax error: {exc.message}")
+        )
+
     def check_template(
-        self,
-        node: Node,
-        inner: JsonPath,
-        value: str,
-        expression: bool,
-        known: set[str],
-        readable: set[str],
-        looped: bool,
-        known_vars: set[str],
+        self, node: Node, inner: JsonPath, value: str, expression: bool, scope: TemplateScope
     ) -> None:
         path = (*node.path, *inner)
         where = node.where(inner)
         try:
             refs = analyze(value, expression)
         except TemplateSyntax as exc:
-            self.problems.append(
-                Diagnostic(
-                    self.source.text_line(path, exc.lineno), where, f"template syntax error: {exc.message}"
-                )
-            )
+            self.syntax_problem(self.source, path, where, exc)
             return
-        position = self.source.value(path)
-        for name in sorted(refs.names):
-            if name in LOOP_NAMES and not looped:
+        for name, line in sorted(refs.names.items()):
+            position = self.source.text_line(path, line)
+            if name in scope.guarded:
+                continue
+            if name in LOOP_NAMES and not scope.looped:
                 self.problems.append(
                     Diagnostic(
                         position,
@@ -468,14 +471,13 @@ class Checker:
                         "add loop: to the step, or guard with | default(...)",
                     )
                 )
-            elif name not in known:
-                hint = (
-                    did_you_mean(name, known_vars) or "define it in vars:, a vars file, or pass -e NAME=VALUE"
+            elif name not in scope.known:
+                hint = did_you_mean(name, scope.known_vars) or (
+                    "define it in vars:, a vars file, or pass -e NAME=VALUE"
                 )
                 self.problems.append(Diagnostic(position, where, f"undefined variable '{name}'", hint))
-        for step_id in sorted(refs.steps):
-            if step_id in readable:
-                continue
+        for step_id in sorted(refs.steps - scope.readable - scope.guarded_steps):
+            position = self.source.text_line(path, 1)
             self.problems.append(Diagnostic(position, where, *self.unreadable(node, step_id)))
 
     def unreadable(self, node: Node, step_id: str) -> tuple[str, str]:
@@ -505,27 +507,21 @@ class Checker:
             try:
                 refs = analyze(text)
             except TemplateSyntax as exc:
-                self.problems.append(
-                    Diagnostic(
-                        source.text_line(full, exc.lineno),
-                        format_path(full),
-                        f"template syntax error: {exc.message}",
-                    )
-                )
+                self.syntax_problem(source, full, format_path(full), exc)
                 continue
-            for name in sorted(refs.names & RUNTIME_NAMES):
+            for name in sorted(refs.names.keys() & RUNTIME_NAMES):
                 self.problems.append(
                     Diagnostic(
-                        source.value(full),
+                        source.text_line(full, refs.names[name]),
                         format_path(full),
                         f"a variable cannot read '{name}': variables are rendered when the run starts",
                         "write the expression in the step that needs it",
                     )
                 )
-            for name in sorted(refs.names - known):
+            for name in sorted(refs.names.keys() - known):
                 self.problems.append(
                     Diagnostic(
-                        source.value(full),
+                        source.text_line(full, refs.names[name]),
                         format_path(full),
                         f"undefined variable '{name}'",
                         did_you_mean(name, known_vars),
@@ -534,6 +530,18 @@ class Checker:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+@dataclass
+class TemplateScope:
+    """What the templates of one step may read."""
+
+    known: set[str]  # every name defined for the run
+    known_vars: set[str]  # the user's variables, for "did you mean"
+    readable: set[str]  # step ids whose results exist when the step starts
+    looped: bool = False  # item and loop are defined
+    guarded: set[str] = field(default_factory=set)  # names the step's when tests with is defined
+    guarded_steps: set[str] = field(default_factory=set)
 
 
 _ARGS_SCHEMAS: dict[str, dict[str, Any]] = {}
@@ -767,7 +775,9 @@ def check_playbook(path: Path, cli_vars: Sequence[str], vars_files: Sequence[Pat
     document = load_file(path)
     checker = Checker(document, handlers_for(step_keys_used(document.data)))
     data = document.data
-    if document.problems or not checker.top_level(data):
+    # Syntax errors leave no document to check; other YAML problems (a duplicate key, an
+    # unknown tag) leave one, and every other problem in it is worth reporting too.
+    if (data is None and document.problems) or not checker.top_level(data):
         raise PlaybookError(sorted(checker.problems, key=Diagnostic.sort_key))
     variables = gather_vars(checker, data, path.parent, cli_vars, vars_files)
     defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}

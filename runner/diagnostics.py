@@ -51,17 +51,21 @@ class Diagnostic:
         return (self.position.file, self.position.line, self.position.col)
 
 
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance: insertions, deletions and substitutions each cost 1."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, 1):
-        current = [i]
-        for j, char_b in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
-        previous = current
-    return previous[-1]
+def edit_distance(a: str, b: str) -> int:
+    """Edits from ``a`` to ``b``: insert, delete, substitute, or swap two neighbours, each 1.
+
+    (Damerau's optimal string alignment: ``biuld`` is one edit from ``build``.)
+    """
+    rows = [list(range(len(b) + 1))]
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            row[j] = min(rows[i - 1][j] + 1, row[j - 1] + 1, rows[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], rows[i - 2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
@@ -69,7 +73,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     best = None
     best_distance = 0
     for candidate in sorted(candidates):
-        distance = levenshtein(word.lower(), candidate.lower())
+        distance = edit_distance(word.lower(), candidate.lower())
         if best is None or distance < best_distance:
             best, best_distance = candidate, distance
     if best is None:

@@ -59,14 +59,17 @@ class SourceMap:
     """Positions of a document's parts, keyed by their path from the root.
 
     ``keys[path]`` is where a mapping key or a sequence item starts; ``values[path]``
-    is where the value starts (the same place for sequence items). ``block`` holds the
-    paths of ``|`` and ``>`` scalars, whose text starts on the line after the marker.
+    is where the value starts (the same place for sequence items). ``blocks`` maps the
+    paths of ``|`` and ``>`` scalars to where their text starts (the line after the
+    marker, at the text's indentation), and ``folded`` keeps the raw lines of ``>``
+    scalars, whose folding joins lines that error positions need apart.
     """
 
     file: str
     keys: dict[JsonPath, Position] = field(default_factory=dict)
     values: dict[JsonPath, Position] = field(default_factory=dict)
-    block: set[JsonPath] = field(default_factory=set)
+    blocks: dict[JsonPath, Position] = field(default_factory=dict)
+    folded: dict[JsonPath, str] = field(default_factory=dict)
 
     def key(self, path: JsonPath) -> Position:
         """The position of ``path``'s key, or of its nearest ancestor that has one."""
@@ -78,12 +81,20 @@ class SourceMap:
 
     def text_line(self, path: JsonPath, line_in_text: int) -> Position:
         """Position of line ``line_in_text`` (1-based) inside the scalar at ``path``."""
+        path = self.recorded(path)
+        if path in self.blocks:
+            start = self.blocks[path]
+            return Position(start.file, start.line + line_in_text - 1, start.col)
         start = self.value(path)
-        if path in self.block:
-            return Position(start.file, start.line + line_in_text, start.col)
         if line_in_text == 1:
             return start
         return Position(start.file, start.line + line_in_text - 1, 1)
+
+    def recorded(self, path: JsonPath) -> JsonPath:
+        """``path``, or its nearest ancestor that is in the file (``shell.cmd`` → ``shell``)."""
+        while path and path not in self.values:
+            path = path[:-1]
+        return path
 
     def _nearest(self, table: dict[JsonPath, Position], path: JsonPath) -> Position:
         while path:
@@ -108,8 +119,9 @@ def position_of(mark: Any, file: str) -> Position:
 
 
 class _Builder:
-    def __init__(self, file: str):
+    def __init__(self, file: str, text: str):
         self.file = file
+        self.lines = text.splitlines()
         self.source = SourceMap(file)
         self.problems: list[Diagnostic] = []
         self.nodes_built = 0
@@ -127,7 +139,7 @@ class _Builder:
         self.source.values.setdefault(path, position_of(node.start_mark, self.file))
         if isinstance(node, yaml.ScalarNode):
             if node.style in ("|", ">"):
-                self.source.block.add(path)
+                self.record_block(node, path)
             return self.scalar(node)
         if id(node) in self._active:
             self.problem(node, "an alias refers to the node that contains it (recursive alias)")
@@ -139,6 +151,17 @@ class _Builder:
             return self.mapping(node, path)
         finally:
             self._active.discard(id(node))
+
+    def record_block(self, node: yaml.ScalarNode, path: JsonPath) -> None:
+        first = node.start_mark.line + 1
+        last = min(node.end_mark.line, len(self.lines))
+        content = [i for i in range(first, last) if self.lines[i].strip()]
+        if not content:
+            return
+        line = self.lines[content[0]]
+        self.source.blocks[path] = Position(self.file, content[0] + 1, len(line) - len(line.lstrip()) + 1)
+        if node.style == ">":
+            self.source.folded[path] = "\n".join(self.lines[content[0] : content[-1] + 1])
 
     def scalar(self, node: yaml.ScalarNode) -> Any:
         tag = node.tag
@@ -159,9 +182,10 @@ class _Builder:
 
     def unsupported_tag(self, node: Any) -> None:
         allowed = ", ".join(sorted(TAG_CONSTRUCTORS)) or "none"
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
         self.problem(
             node,
-            f"unsupported YAML tag '{node.tag}'",
+            f"unsupported YAML tag '{tag}'",
             f"runbook loads YAML safely: Python object tags are refused; custom tags allowed: {allowed}",
         )
 
@@ -227,7 +251,7 @@ class _TooBig(Exception):
 
 def parse_text(text: str, file: str) -> Document:
     """Parse one YAML document; syntax errors become diagnostics, never exceptions."""
-    builder = _Builder(file)
+    builder = _Builder(file, text)
     try:
         loader = _Loader(text)
         try:
@@ -262,7 +286,26 @@ def _char_at(text: str, mark: Any) -> str:
     return lines[mark.line][mark.column]
 
 
+_OPENERS = {
+    "while scanning a quoted scalar": "a quote",
+    "while parsing a flow mapping": "a '{'",
+    "while parsing a flow sequence": "a '['",
+}
+
+
 def _syntax_problem(exc: yaml.MarkedYAMLError, file: str, text: str) -> Diagnostic:
+    opener = _OPENERS.get(exc.context or "")
+    problem = exc.problem or ""
+    if opener and exc.context_mark and ("end of stream" in problem or "did not find expected" in problem):
+        # The parser noticed only where it gave up; the user needs the quote or bracket left open.
+        stopped = exc.problem_mark.line + 1 if exc.problem_mark else None
+        return Diagnostic(
+            position_of(exc.context_mark, file),
+            "",
+            f"YAML syntax error: {opener} is never closed"
+            + (f" (the parser gave up at line {stopped})" if stopped else ""),
+            "a quote or bracket is not closed",
+        )
     mark = exc.problem_mark or exc.context_mark
     position = position_of(mark, file) if mark else Position(file, 1, 1)
     problem = exc.problem or exc.context or "invalid YAML"

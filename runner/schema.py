@@ -209,7 +209,9 @@ def accept_templates(schema: Any) -> Any:
         if isinstance(out.get(key), list):
             out[key] = [accept_templates(sub) for sub in out[key]]
     if _needs_template_branch(out):
-        annotations = {k: out.pop(k) for k in ("description", "default", "title") if k in out}
+        annotations = {k: out.pop(k) for k in ("description", "default") if k in out}
+        if "title" in out:
+            annotations["title"] = out["title"]
         return {"anyOf": [out, {"$ref": "#/$defs/template"}], **annotations}
     return out
 
@@ -238,6 +240,7 @@ def handler_args_schema(handler: Any) -> dict[str, Any]:
 def build_schema(handlers: Mapping[str, Any]) -> dict[str, Any]:
     """The whole playbook schema for these handlers (name → Handler)."""
     defs: dict[str, Any] = copy.deepcopy(_BASE_DEFS)
+    defs["retry"] = accept_templates(defs["retry"])
     defs["args"] = {name: handler_args_schema(h) for name, h in sorted(handlers.items())}
     step_properties = {key: accept_templates(value) for key, value in STEP_KEYS.items()}
     step_properties.update({name: {"$ref": f"#/$defs/args/{name}"} for name in sorted(handlers)})

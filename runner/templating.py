@@ -304,8 +304,10 @@ def _template_error(message: str, path: tuple[str | int, ...]) -> TemplateError:
 class TemplateRefs:
     """What a template reads, found without running it."""
 
-    names: set[str] = field(default_factory=set)  # top-level names read without a guard
+    names: dict[str, int] = field(default_factory=dict)  # name read without a guard → first line
     steps: set[str] = field(default_factory=set)  # step ids read as steps.<id>, unguarded
+    guarded: set[str] = field(default_factory=set)  # names under `is defined` / `| default`
+    guarded_steps: set[str] = field(default_factory=set)  # steps.<id> under such a guard
 
 
 class TemplateSyntax(Exception):
@@ -332,7 +334,7 @@ def _analyze_simple(source: str) -> TemplateRefs | None:
         name, attrs = match.groups()
         if name in _CONSTANTS:
             return None
-        refs.names.add(name)
+        refs.names.setdefault(name, source.count("\n", 0, match.start()) + 1)
         if name == "steps" and attrs:
             refs.steps.add(attrs.split(".")[1])
     rest = _SIMPLE_PRINT.sub("", source)
@@ -352,7 +354,11 @@ def analyze(source: str, expression: bool = False) -> TemplateRefs:
     try:
         tree = environment().parse(text)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateSyntax(exc.message or "invalid template", exc.lineno or 1) from None
+        message = exc.message or "invalid template"
+        if text is not source:  # the braces are ours, not the user's
+            message = message.replace("unexpected 'end of print statement'", "the expression ends too early")
+            message = message.replace("end of print statement", "end of the expression")
+        raise TemplateSyntax(message, exc.lineno or 1) from None
     guarded_names: set[str] = set()
     guarded_steps: set[str] = set()
     for guard in tree.find_all((nodes.Filter, nodes.Test)):
@@ -362,10 +368,16 @@ def analyze(source: str, expression: bool = False) -> TemplateRefs:
             continue
         guarded_names.update(n.name for n in _names_in(guard.node))
         guarded_steps.update(_step_ids_in(guard.node))
-    undeclared = meta.find_undeclared_variables(tree)
+    undeclared = meta.find_undeclared_variables(tree) - guarded_names
+    first_line: dict[str, int] = {}
+    for name_node in sorted(tree.find_all(nodes.Name), key=lambda n: n.lineno):
+        if name_node.name in undeclared:
+            first_line.setdefault(name_node.name, name_node.lineno)
     return TemplateRefs(
-        names=undeclared - guarded_names,
+        names={name: first_line.get(name, 1) for name in undeclared},
         steps=set(_step_ids_in(tree)) - guarded_steps,
+        guarded=guarded_names,
+        guarded_steps=guarded_steps,
     )
 
 
@@ -376,7 +388,7 @@ def names_read(value: Any) -> set[str]:
     while stack:
         item = stack.pop()
         if isinstance(item, str) and is_template(item):
-            names |= analyze(item).names
+            names.update(analyze(item).names)
         elif isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list):

@@ -10,7 +10,9 @@ it matters (``m`` minutes vs ``M`` mebibytes never meet: they are different kind
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 SIZE_UNITS = {
@@ -29,7 +31,7 @@ SIZE_UNITS = {
     "T": 1024**4,
 }
 
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 DURATION_PATTERN = rf"^\s*{_NUMBER}\s*(?:ms|s|m|h|d)?\s*$"
 SIZE_PATTERN = rf"^\s*{_NUMBER}\s*(?:[KMGTkmgt](?:i?[Bb])?|[Bb])?\s*$"
 _DURATION_RE = re.compile(rf"^\s*({_NUMBER})\s*(ms|s|m|h|d)?\s*$")
@@ -48,6 +50,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise UnitError(f"malformed duration {value!r}: {DURATION_HINT}")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise UnitError(f"malformed duration {value!r}: {DURATION_HINT}")
         if value < 0:
             raise UnitError(f"negative duration {value!r}: durations are 0 or more")
         return float(value)
@@ -64,6 +68,8 @@ def parse_size(value: object) -> int:
     if isinstance(value, bool):
         raise UnitError(f"malformed size {value!r}: {SIZE_HINT}")
     if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UnitError(f"malformed size {value!r}: {SIZE_HINT}")
         if value < 0:
             raise UnitError(f"negative size {value!r}: sizes are 0 or more")
         return int(value)
@@ -71,17 +77,18 @@ def parse_size(value: object) -> int:
         match = _SIZE_RE.match(value)
         if match:
             number, unit = match.groups()
-            return int(float(number) * SIZE_UNITS[(unit or "B").upper()])
+            # Decimal, not float: "4.1MB" is exactly 4,100,000 bytes.
+            return int(Decimal(number) * SIZE_UNITS[(unit or "B").upper()])
     raise UnitError(f"malformed size {value!r}: {SIZE_HINT}")
 
 
 def format_duration(seconds: float) -> str:
     """A short human form: ``850ms``, ``4.2s``, ``3m05s``, ``2h10m``."""
-    if seconds < 1:
+    if round(seconds * 1000) < 1000:
         return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
+    if round(seconds, 1) < 60:
         return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
@@ -92,7 +99,8 @@ def format_size(size: float) -> str:
     """A human size in powers of 1024, as ``ls -h`` prints: ``512B``, ``1.5KiB``, ``3.0GiB``."""
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
+        shown = round(value) if unit == "B" else round(value, 1)
+        if abs(shown) < 1024 or unit == "TiB":
             return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
         value /= 1024
     raise AssertionError("unreachable")

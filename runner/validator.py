@@ -118,6 +118,19 @@ class SchemaChecker:
             yield Problem(path, f"must be at least {error.validator_value}; got {describe(value)}")
         elif kind == "maximum":
             yield Problem(path, f"must be at most {error.validator_value}; got {describe(value)}")
+        elif kind == "pattern":
+            title = schema.get("title")
+            if title:
+                yield Problem(path, f"expected {title}, got {describe(value)}")
+            else:
+                yield Problem(
+                    path, f"{describe(value)} does not have the expected form ({schema['pattern']})"
+                )
+        elif kind == "maxItems" or (kind == "minItems" and error.validator_value != 1):
+            count = error.validator_value
+            bound = "at least" if kind == "minItems" else "at most"
+            got = len(value) if isinstance(value, list) else "?"
+            yield Problem(path, f"needs {bound} {count} item{'s' if count != 1 else ''}; got {got}")
         elif kind == "minLength":
             count = error.validator_value
             yield Problem(
@@ -173,6 +186,22 @@ def _is_template_schema(schema: Mapping[str, Any]) -> bool:
     return schema.get("type") == "string" and schema.get("pattern") == r"\{\{|\{%"
 
 
+def _shape_matches(error: Any) -> bool:
+    """False when ``error`` says the value has the wrong type for its branch, at any depth of unions."""
+    if error.path:
+        return True
+    if error.validator == "type":
+        return False
+    if error.validator in ("anyOf", "oneOf"):
+        branches: dict[int, list[Any]] = {}
+        for sub in error.context:
+            if isinstance(sub.schema, Mapping) and _is_template_schema(sub.schema):
+                continue
+            branches.setdefault(sub.schema_path[0], []).append(sub)
+        return any(all(_shape_matches(e) for e in group) for group in branches.values())
+    return True
+
+
 def _best_branch(errors: list[Any]) -> list[Any]:
     """The errors of the branch the user most likely meant: the one whose type matches."""
     if not errors:
@@ -183,7 +212,7 @@ def _best_branch(errors: list[Any]) -> list[Any]:
 
     def score(branch_errors: list[Any]) -> tuple[int, int]:
         # A branch that failed only deeper than its type check matched the value's shape.
-        type_mismatch = any(e.validator == "type" and not e.path for e in branch_errors)
-        return (1 if type_mismatch else 0, -max(len(e.absolute_path) for e in branch_errors))
+        shape_ok = all(_shape_matches(e) for e in branch_errors)
+        return (0 if shape_ok else 1, -max(len(e.absolute_path) for e in branch_errors))
 
     return min(by_branch.values(), key=score)

@@ -20,6 +20,7 @@ schema = {
         "mode": {
             "type": ["string", "integer"],
             "pattern": "^0?[0-7]{3,4}$",
+            "title": 'an octal mode such as "0644"',
             "description": 'File mode as an octal string ("0644") or an int.',
         },
         "preserve": {

@@ -9,7 +9,12 @@ destination and renames it into place.
 from runner.schema import DURATION
 from tasks._pending import not_built
 
-_STATUS = {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^[1-5](xx|XX|[0-9]{2})$"}]}
+_STATUS = {
+    "anyOf": [
+        {"type": "integer", "minimum": 100, "maximum": 599},
+        {"type": "string", "pattern": "^[1-5](xx|XX|[0-9]{2})$", "title": "a status class such as 2xx"},
+    ]
+}
 
 name = "http"
 shorthand = "url"

@@ -102,12 +102,12 @@ def test_alias_bomb_is_bounded():
     ("text", "line", "col", "words"),
     [
         ("name: a\nsteps:\n\t- shell: x\n", 3, 1, "tab"),
-        ("name: 'open\nsteps: []\n", 3, 1, "YAML syntax error"),
-        ("name: a\nsteps: [1, 2\n", 3, 1, "YAML syntax error"),
+        ("name: 'open\nsteps: []\n", 1, 7, "a quote is never closed"),
+        ("name: a\nsteps: [1, 2\n", 2, 8, "a '[' is never closed"),
         ("name: a\n  steps: []\n", 2, 8, "YAML syntax error"),
     ],
 )
-def test_syntax_errors_point_where_the_parser_stopped(text, line, col, words):
+def test_syntax_errors_point_at_the_cause(text, line, col, words):
     doc = parse_text(text, "s.yml")
     assert len(doc.problems) == 1
     problem = doc.problems[0]
