@@ -77,6 +77,7 @@ def cli() -> None:
 
     \b
     Examples:
+      runbook play playbooks/hello.yml
       runbook validate playbooks/*.yml
       runbook tasks              # list handlers
       runbook tasks shell        # arguments, results and an example
@@ -121,6 +122,74 @@ def validate(files: tuple[str, ...], cli_vars: tuple[str, ...], vars_files: tupl
         echo(f"{file}: {style('ok', fg='green')} ({steps} step{'s' if steps != 1 else ''})")
     if failed:
         sys.exit(EXIT_INVALID)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@with_var_options
+@click.option("--dry-run", is_flag=True, help="Show what each step would do; change nothing.")
+@click.option("--tags", "tags", metavar="T[,T...]", default="", help="Run only steps with these tags.")
+@click.option("--skip-tags", "skip_tags", metavar="T[,T...]", default="", help="Skip steps with these tags.")
+@click.option("--max-parallel", type=click.IntRange(min=1), help="Cap on steps running at once.")
+@click.option(
+    "--output",
+    "output",
+    type=click.Choice(["auto", "pretty", "plain", "json"]),
+    default="auto",
+    show_default=True,
+    help="Live view on a terminal, plain lines, or JSON events.",
+)
+@click.option("--report", type=click.Path(dir_okay=False), help="Write the whole run as JSON to this file.")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report to this file.")
+@click.option("-v", "--verbose", is_flag=True, help="Show step output on success too.")
+@debug_option
+def play(
+    file: str,
+    cli_vars: tuple[str, ...],
+    vars_files: tuple[str, ...],
+    dry_run: bool,
+    tags: str,
+    skip_tags: str,
+    max_parallel: int | None,
+    output: str,
+    report: str | None,
+    junit: str | None,
+    verbose: bool,
+) -> None:
+    """Run a playbook.
+
+    Exit codes: 0 every step ok (or skipped, or failed under continue_on_error);
+    1 a step failed; 2 the playbook or command line is invalid; 130 interrupted
+    (Ctrl-C); 143 terminated (SIGTERM).
+
+    \b
+    Examples:
+      runbook play playbooks/hello.yml
+      runbook play site.yml -e env=prod --tags deploy --report run.json
+      runbook play site.yml --dry-run
+      runbook play site.yml --output json | jq -c 'select(.event == "step_finished")'
+    """
+    from runner.play import play_file
+
+    sys.exit(
+        play_file(
+            file,
+            cli_vars=cli_vars,
+            vars_files=vars_files,
+            dry_run=dry_run,
+            tags=_split(tags),
+            skip_tags=_split(skip_tags),
+            max_parallel=max_parallel,
+            output=output,
+            report=report,
+            junit=junit,
+            verbose=verbose,
+        )
+    )
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 @cli.command()

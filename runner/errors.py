@@ -13,7 +13,7 @@ cause.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from runner.diagnostics import Diagnostic
@@ -52,4 +52,12 @@ class TemplateError(RunbookError):
 
 
 class HandlerError(RunbookError):
-    """A handler could not do its work; the message says why and what to do."""
+    """A handler could not do its work; the message says why and what to do.
+
+    ``result`` holds what the handler found before failing (a command's ``rc``,
+    ``stdout`` and ``stderr``, say): it is kept in the step's result.
+    """
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.result = dict(result or {})

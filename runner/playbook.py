@@ -80,12 +80,12 @@ class Step:
     def locate(self, inner: JsonPath = ()) -> Position:
         return self.source.key((*self.path, *inner))
 
-    def render_args(self, context: Mapping[str, Any]) -> Any:
-        """The handler's arguments with every template rendered against ``context``."""
+    def render_args(self, context: Mapping[str, Any], args: Any = None) -> Any:
+        """The handler's arguments (or a part of them) with every template rendered."""
         from runner.templating import render
 
         try:
-            return render(self.args, context, (self.handler,))
+            return render(self.args if args is None else args, context, (self.handler,))
         except TemplateError as exc:
             raise self.template_error(exc) from exc
 
@@ -171,9 +171,11 @@ class Playbook:
 def short_label(handler: str, args: Any, width: int = 48) -> str:
     """``shell: df -h`` — the handler and a short form of its main argument."""
     if isinstance(args, dict):
-        main = next((v for v in args.values() if isinstance(v, (str, int, float))), None)
+        main = next((v for v in args.values() if isinstance(v, (str, int, float, list))), None)
     else:
         main = args
+    if isinstance(main, list):
+        main = " ".join(str(part) for part in main)
     if main is None:
         return handler
     text = " ".join(str(main).split())

@@ -8,7 +8,9 @@ A handler is any object (a module or a class instance) with:
 - ``run(args, ctx) -> dict``: does the work and returns a JSON-able result.
 
 Optional: ``shorthand`` (the argument a scalar value stands for: ``shell: "ls"`` is
-``shell: {cmd: "ls"}``), ``result`` (field → description) and ``example`` (YAML).
+``shell: {cmd: "ls"}``), ``result`` (field → description), ``example`` (YAML), and
+``unrendered`` (arguments the engine passes as written, because the handler
+evaluates them itself through ``ctx.evaluate``, like ``wait``'s ``until``).
 
 Plugins register in the entry-point group ``runbook.tasks``; two handlers with the
 same name are refused, naming both.
@@ -41,6 +43,7 @@ class Handler:
     shorthand: str | None = None
     result: Mapping[str, str] = field(default_factory=dict)
     example: str = ""
+    unrendered: tuple[str, ...] = ()
 
     @property
     def summary(self) -> str:
@@ -78,6 +81,7 @@ def _as_handler(obj: Any, origin: str) -> Handler:
         shorthand=getattr(obj, "shorthand", None),
         result=getattr(obj, "result", {}) or {},
         example=getattr(obj, "example", "") or "",
+        unrendered=tuple(getattr(obj, "unrendered", ()) or ()),
     )
 
 

@@ -1,0 +1,81 @@
+"""What a handler receives besides its arguments: the run context ``ctx`` (SPEC §8).
+
+``ctx.log(message)``, ``ctx.output(line, stream)``, ``ctx.dry_run``, ``ctx.cancelled()``,
+``ctx.wait(seconds)``, ``ctx.cwd``, ``ctx.env`` (the environment to add for processes),
+``ctx.evaluate(expression)`` (for arguments the handler polls, such as ``wait.until``)
+and ``ctx.processes`` (where a handler registers the process groups it starts, so the
+engine can kill them when it must exit at once).
+
+Nothing here is handler-specific, and all a handler returns is a JSON-able mapping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ProcessGroups:
+    """The process groups of running steps, so a second Ctrl-C can kill them all at once."""
+
+    def __init__(self) -> None:
+        self._groups: set[int] = set()
+        self._lock = threading.Lock()
+
+    def add(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.add(pgid)
+
+    def discard(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.discard(pgid)
+
+    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+        with self._lock:
+            groups = list(self._groups)
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+
+
+@dataclass
+class TaskContext:
+    """One attempt's view of the run. ``cancel_event`` is set on timeout or cancellation."""
+
+    step_label: str
+    dry_run: bool = False
+    cwd: str = field(default_factory=os.getcwd)
+    env: dict[str, str] = field(default_factory=dict)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    processes: ProcessGroups = field(default_factory=ProcessGroups)
+    kill_grace: float = 5.0
+    emit_output: Callable[[str, str], None] = lambda line, stream: None
+    evaluator: Callable[[Any], Any] | None = None
+
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; return True if cancelled meanwhile (stop working then)."""
+        return self.cancel_event.wait(max(0.0, seconds))
+
+    def log(self, message: str) -> None:
+        self.emit_output(message, "log")
+
+    def output(self, line: str, stream: str = "stdout") -> None:
+        self.emit_output(line, stream)
+
+    def evaluate(self, expression: Any) -> Any:
+        """The value of an expression over the run's context, now (re-read at every call)."""
+        if self.evaluator is None:
+            raise RuntimeError("this context cannot evaluate expressions")
+        return self.evaluator(expression)
+
+    def process_env(self) -> dict[str, str]:
+        """The environment for a child process: ours, plus the playbook's and the step's."""
+        return {**os.environ, **self.env}
