@@ -254,16 +254,13 @@ class Executor:
 
     def block(self, unit: Unit, blocker: Unit | None) -> None:
         """Record a unit that will not run because of a failure or a cancellation."""
-        if self.cancelled.is_set() and blocker is None:
-            reason, status = f"not run: the run was cancelled ({self.cancel_reason})", "cancelled"
+        if self.cancelled.is_set():
+            reason = f"not run: the run was cancelled ({self.cancel_reason})"
         elif blocker is None:
-            reason, status = "not run: a step of its group failed (fail_fast)", "cancelled"
+            reason = "not run: a step of its group failed (fail_fast)"
         else:
             reason = blocker.reason or f"not run: {blocker.node.label} {blocker.outcome}"
-            status = "skipped"
-        result = _result_record(
-            "cancelled" if status == "cancelled" else "skipped", 0, 0.0, None, skip_reason=reason
-        )
+        result = _result_record("skipped", 0, 0.0, None, skip_reason=reason)
         result["blocked"] = True
         unit.reason = reason
         if unit.kind == "step":

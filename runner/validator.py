@@ -86,7 +86,10 @@ class SchemaChecker:
             expected = error.validator_value
             expected = expected if isinstance(expected, list) else [expected]
             wanted = " or ".join(_TYPE_NAMES.get(str(t), str(t)) for t in expected)
-            yield Problem(path, f"expected {wanted}, got {describe(value)}")
+            hint = ""
+            if isinstance(value, bool) and "string" in expected:
+                hint = "unquoted yes/no/on/off/true/false are booleans in YAML: put the value in quotes"
+            yield Problem(path, f"expected {wanted}, got {describe(value)}", hint)
         elif kind == "required":
             present = set(value) if isinstance(value, dict) else set()
             for name in error.validator_value:
