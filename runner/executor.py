@@ -112,6 +112,7 @@ class Executor:
         self._group_slots: dict[int, threading.BoundedSemaphore] = {}
         self._group_cancel: dict[int, threading.Event] = {}
         self.started_at = datetime.now().astimezone()
+        self.workers = Workers()
         from runner.checks import combined_schema
 
         self.schema_checker = combined_schema(self.handlers)[1]
@@ -247,10 +248,7 @@ class Executor:
         if unit.kind == "start":
             self._done.put((unit, self.start_group(unit)))
             return
-        thread = threading.Thread(
-            target=self.run_unit, args=(unit,), daemon=True, name=f"step-{unit.node.label}"
-        )
-        thread.start()
+        self.workers.submit(self.run_unit, unit)
 
     def block(self, unit: Unit, blocker: Unit | None) -> None:
         """Record a unit that will not run because of a failure or a cancellation."""
@@ -663,6 +661,38 @@ class Executor:
                     "(after rendering its templates)"
                 )
         return rendered
+
+
+class Workers:
+    """Daemon threads reused from step to step; a new one starts only when none is idle.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so one handler
+    stuck in a blocking call would keep runbook from exiting after a cancelled run, and
+    its fixed size would let steps waiting out a retry delay hold back steps ready to run.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[tuple[Any, tuple[Any, ...]]] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, function: Any, *args: Any) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._tasks.put((function, args))
+        if spawn:
+            threading.Thread(target=self._work, daemon=True, name="runbook-step").start()
+
+    def _work(self) -> None:
+        while True:
+            function, args = self._tasks.get()
+            try:
+                function(*args)
+            finally:
+                with self._lock:
+                    self._idle += 1
 
 
 # -- the graph ------------------------------------------------------------------------------

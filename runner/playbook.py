@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ class Step:
     def position(self) -> Position:
         return self.source.key(self.path)
 
-    @property
+    @cached_property
     def label(self) -> str:
         return self.id or self.name or short_label(self.handler, self.args)
 
