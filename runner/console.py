@@ -120,6 +120,8 @@ class LiveConsole:
                 format_duration(step.get("duration") or 0),
             )
         self.console.print(table)
+        if event.get("error"):
+            self.console.print(Text(event["error"], style="red"))
         style = "green" if event["status"] == "ok" else "bold red"
         self.console.print(Text(f"{event['status']} in {format_duration(event['duration'])}", style=style))
 

@@ -130,6 +130,8 @@ class PlainPrinter:
                 for line in output_tail(event.get("result") or {}):
                     self.write(f"[{label}] | {line}")
         elif kind == "run_finished":
+            if event.get("error"):
+                self.write(f"run error: {event['error']}")
             self.write(
                 f"run {event['status']} in {format_duration(event['duration'])} (exit {event['exit_code']})"
             )

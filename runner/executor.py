@@ -101,6 +101,8 @@ class Executor:
         self.handlers = handlers_for(n.handler for n in playbook.walk() if isinstance(n, Step))
         self.processes = ProcessGroups()
         self.cancel_reason: str | None = None
+        self.run_error: str | None = None  # why the run failed outside any step
+        self.run_timeout: float | None = None
         self.cancelled = threading.Event()
         self.results: dict[str, dict[str, Any]] = {}  # by step id, for templates
         self._done: queue.Queue[tuple[Unit, dict[str, Any]]] = queue.Queue()
@@ -139,13 +141,18 @@ class Executor:
         try:
             self.base = run_context(self.playbook.vars, run_info, env=self.playbook.env)
         except TemplateError as exc:
-            self.events.emit("run_error", error=str(exc))
+            self.run_error = f"{self.playbook.path}: {exc}"
             failed = True
             self.base = run_context({}, run_info, env=self.playbook.env)
         self.base["steps"] = MappingProxyType(self.results)
         deadline = None
-        if self.playbook.timeout is not None:
-            deadline = start + parse_duration(_render(self.playbook.timeout, self.base))
+        try:
+            if self.playbook.timeout is not None:
+                self.run_timeout = parse_duration(_render(self.playbook.timeout, self.base))
+                deadline = start + self.run_timeout
+        except (TemplateError, ValueError) as exc:
+            self.run_error = f"{self.playbook.source.key(('timeout',))}: playbook (timeout): {exc}"
+            failed = True
         if not failed:
             failed = self.run_section(self.playbook.steps, self.playbook.dag, deadline, use_tags=True)
         if failed and self.playbook.on_failure and not self.cancelled.is_set():
@@ -164,8 +171,15 @@ class Executor:
             status, exit_code = "failed", EXIT_FAILED
         else:
             status, exit_code = "ok", EXIT_OK
+        if self.cancel_reason == "timeout" and self.run_error is None:
+            self.run_error = f"the run timed out after {format_duration(self.run_timeout or 0)}"
         self.events.emit(
-            "run_finished", status=status, exit_code=exit_code, duration=duration, reason=self.cancel_reason
+            "run_finished",
+            status=status,
+            exit_code=exit_code,
+            duration=duration,
+            reason=self.cancel_reason,
+            error=self.run_error,
         )
         return RunResult(self.run_id, status, exit_code, duration, dict(self.results))
 
@@ -224,7 +238,6 @@ class Executor:
         return failed
 
     def timeout_run(self) -> None:
-        self.events.emit("run_timeout", timeout=parse_duration(_render(self.playbook.timeout, self.base)))
         self.cancel("timeout")
 
     def outcome_of(self, unit: Unit, result: dict[str, Any]) -> str:

@@ -72,7 +72,7 @@ class Step:
 
     @cached_property
     def label(self) -> str:
-        return self.id or self.name or short_label(self.handler, self.args)
+        return self.name or self.id or short_label(self.handler, self.args)
 
     def where(self, inner: JsonPath = ()) -> str:
         """``step 'upload' (s3_upload.bucket)`` for an argument path inside the step."""
@@ -118,7 +118,7 @@ class Group:
 
     @property
     def label(self) -> str:
-        return self.id or self.name or f"parallel ({len(self.steps)} steps)"
+        return self.name or self.id or f"parallel ({len(self.steps)} steps)"
 
     def where(self, inner: JsonPath = ()) -> str:
         return describe_step("group", self.id or self.name, self.path, inner)

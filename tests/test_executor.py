@@ -588,4 +588,17 @@ def test_the_readme_example_runs(tmp_path):
 
     result = run_cli("play", str(REPO / "playbooks" / "hello.yml"), "--output", "plain", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "flaky" in result.stdout and "after 3 attempts" in result.stdout
+    assert "[Succeeds on the third try] changed after 3 attempts" in result.stdout
+
+
+def test_live_view_on_a_terminal_ends_with_a_summary_table(tmp_path):
+    from .test_cli import ANSI, _run_on_terminal
+
+    book = tmp_path / "book.yml"
+    book.write_text("name: tty\nsteps:\n  - {id: first, shell: 'echo hi'}\n  - {id: second, wait: 0.3s}\n")
+    screen = ANSI.sub("", _run_on_terminal(["play", str(book)], {"TERM": "xterm", "COLUMNS": "100"}))
+    table = screen[screen.index("step "):]
+    for header in ("step", "status", "attempts", "duration"):
+        assert header in table
+    assert "first" in table and "second" in table
+    assert screen.rstrip().splitlines()[-1].startswith("ok in ")

@@ -188,7 +188,8 @@ def test_playbook_structure_for_the_executor(tmp_path: Path):
     assert probe.locate(("check_port", "port")).line == 11
     (bye,) = playbook.finally_
     assert bye.retry == {"attempts": 3, "delay": "2s"}, "retry mappings merge; step keys win"
-    assert [n.label for n in playbook.walk()] == ["first", "parallel (2 steps)", "wait: 1s", "probe", "shell: echo bye"]
+    labels = [n.label for n in playbook.walk()]
+    assert labels == ["first", "parallel (2 steps)", "wait: 1s", "probe", "shell: echo bye"]
 
 
 def test_all_problems_are_reported_at_once(tmp_path: Path):
