@@ -108,9 +108,8 @@ class Executor:
         self._done: queue.Queue[tuple[Unit, dict[str, Any]]] = queue.Queue()
         self._active: set[threading.Event] = set()  # cancel events of running attempts
         self._active_lock = threading.Lock()
-        limit = self.options.max_parallel or _render_int(playbook.max_parallel) or (os.cpu_count() or 1) * 4
-        self.max_parallel = limit
-        self._slots = threading.BoundedSemaphore(limit)
+        self.max_parallel = self.options.max_parallel or (os.cpu_count() or 1) * 4
+        self._slots = threading.BoundedSemaphore(self.max_parallel)
         self._group_slots: dict[int, threading.BoundedSemaphore] = {}
         self._group_cancel: dict[int, threading.Event] = {}
         self.started_at = datetime.now().astimezone()
@@ -147,11 +146,14 @@ class Executor:
         self.base["steps"] = MappingProxyType(self.results)
         deadline = None
         try:
+            if self.playbook.max_parallel is not None and not self.options.max_parallel:
+                self.max_parallel = _render_int(self.playbook.max_parallel, self.base) or self.max_parallel
+                self._slots = threading.BoundedSemaphore(self.max_parallel)
             if self.playbook.timeout is not None:
                 self.run_timeout = parse_duration(_render(self.playbook.timeout, self.base))
                 deadline = start + self.run_timeout
         except (TemplateError, ValueError) as exc:
-            self.run_error = f"{self.playbook.source.key(('timeout',))}: playbook (timeout): {exc}"
+            self.run_error = f"{self.playbook.path}: playbook: {exc}"
             failed = True
         if not failed:
             failed = self.run_section(self.playbook.steps, self.playbook.dag, deadline, use_tags=True)
