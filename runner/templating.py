@@ -62,8 +62,19 @@ def regex_search(
         return None
     if not groups:
         return match.group(0)
-    picked = [match.group(g[1:] if isinstance(g, str) and g.startswith("\\") else g) for g in groups]
-    return picked
+    return [match.group(_group_ref(g)) for g in groups]
+
+
+def _group_ref(ref: Any) -> int | str:
+    """``'\\1'`` → 1 and ``'\\g<name>'`` → ``'name'``, as Ansible's regex_search takes them."""
+    if isinstance(ref, str):
+        named = re.fullmatch(r"\\g<(\w+)>", ref)
+        if named:
+            ref = named.group(1)
+        elif ref.startswith("\\"):
+            ref = ref[1:]
+        return int(ref) if ref.isdigit() else ref
+    return ref
 
 
 def regex_replace(
@@ -322,7 +333,9 @@ class TemplateSyntax(Exception):
 # `{{ name }}` or `{{ name.attr.attr }}`: most templates are only these, and reading them
 # needs no parse (a Jinja parse costs about a millisecond; validate reads every template).
 _SIMPLE_PRINT = re.compile(r"\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*-?\}\}")
-_CONSTANTS = {"true", "false", "none", "True", "False", "None"}
+# Words a dotted name may not contain: constants, and Jinja's operators and keywords.
+_NOT_NAMES = {"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if",
+              "else", "elif", "for", "recursive", "with", "without", "context", "import", "block"}
 
 
 def _analyze_simple(source: str) -> TemplateRefs | None:
@@ -332,7 +345,7 @@ def _analyze_simple(source: str) -> TemplateRefs | None:
     refs = TemplateRefs()
     for match in _SIMPLE_PRINT.finditer(source):
         name, attrs = match.groups()
-        if name in _CONSTANTS:
+        if name in _NOT_NAMES or any(part in _NOT_NAMES for part in attrs.split(".")):
             return None
         refs.names.setdefault(name, source.count("\n", 0, match.start()) + 1)
         if name == "steps" and attrs:
@@ -368,7 +381,10 @@ def analyze(source: str, expression: bool = False) -> TemplateRefs:
             continue
         guarded_names.update(n.name for n in _names_in(guard.node))
         guarded_steps.update(_step_ids_in(guard.node))
-    undeclared = meta.find_undeclared_variables(tree) - guarded_names
+    try:
+        undeclared = meta.find_undeclared_variables(tree) - guarded_names
+    except jinja2.TemplateAssertionError as exc:  # an unknown filter or test
+        raise TemplateSyntax(_unknown_name_message(exc.message or ""), exc.lineno or 1) from None
     first_line: dict[str, int] = {}
     for name_node in sorted(tree.find_all(nodes.Name), key=lambda n: n.lineno):
         if name_node.name in undeclared:
@@ -379,6 +395,19 @@ def analyze(source: str, expression: bool = False) -> TemplateRefs:
         guarded=guarded_names,
         guarded_steps=guarded_steps,
     )
+
+
+def _unknown_name_message(message: str) -> str:
+    """``No filter named 'qoute'.`` → ``no filter named 'qoute'; did you mean 'quote'?``."""
+    from runner.diagnostics import did_you_mean
+
+    found = re.match(r"No (filter|test) named '([^']+)'", message)
+    if not found:
+        return message
+    kind, name = found.groups()
+    known = environment().filters if kind == "filter" else environment().tests
+    hint = did_you_mean(name, known)
+    return f"no {kind} named '{name}'" + (f"; {hint}" if hint else "")
 
 
 def names_read(value: Any) -> set[str]:
