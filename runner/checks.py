@@ -793,7 +793,7 @@ def check_playbook(path: Path, cli_vars: Sequence[str], vars_files: Sequence[Pat
         finally_=sections["finally"],
         description=str(data.get("description", "") or ""),
         vars=variables,
-        env={str(k): "" if v is None else str(v) for k, v in env.items()},
+        env=dict(env),
         defaults=defaults,
         max_parallel=data.get("max_parallel"),
         timeout=data.get("timeout"),

@@ -55,19 +55,37 @@ def resolve_vars(variables: Mapping[str, Any], base: Mapping[str, Any]) -> dict[
 def run_context(
     variables: Mapping[str, Any],
     run: Mapping[str, Any],
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, Any] | None = None,
     secrets: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The context of a run: reserved names plus the variables, rendered."""
+    """The context of a run: reserved names plus the variables, rendered.
+
+    ``env`` is the playbook's ``env:``, rendered after the variables (it may read them)
+    and added to ``env`` as text; ``context["run_env"]`` keeps just those additions.
+    """
     base: dict[str, Any] = {
-        "env": {**os.environ, **(env or {})},
+        "env": dict(os.environ),
         "facts": Facts(),
         "run": dict(run),
         "secrets": dict(secrets or {}),
         "steps": {},
     }
     base["vars"] = resolve_vars(variables, base)
-    return {**base["vars"], **base}
+    context = {**base["vars"], **base}
+    try:
+        added = {str(k): env_text(v) for k, v in render(dict(env or {}), context, ("env",)).items()}
+    except TemplateError as exc:
+        raise TemplateError(f"env: {exc}") from exc
+    context["env"].update(added)
+    context["run_env"] = added
+    return context
+
+
+def env_text(value: Any) -> str:
+    """How a YAML value reads as an environment variable: true/false, numbers, "" for null."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
 
 
 def step_context(base: Mapping[str, Any], **names: Any) -> dict[str, Any]:

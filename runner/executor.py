@@ -37,7 +37,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from runner.context import run_context, step_context
+from runner.context import env_text, run_context, step_context
 from runner.errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, HandlerError, TemplateError
 from runner.events import EventBus
 from runner.playbook import Group, Node, Playbook, Step
@@ -496,7 +496,7 @@ class Executor:
                 render(step.retry, context, ("retry",)), has_until=step.until is not None
             )
             timeout = _duration(step.timeout, context)
-            env = {k: _env_text(v) for k, v in {**self.playbook.env, **render(step.env, context)}.items()}
+            env = {**self.base["run_env"], **{k: env_text(v) for k, v in render(step.env, context).items()}}
         except (TemplateError, ValueError) as exc:
             error = str(step.template_error(exc)) if isinstance(exc, TemplateError) else str(exc)
             return _result_record("failed", 0, 0.0, started, error=error)
@@ -820,12 +820,6 @@ def _duration(value: Any, context: Mapping[str, Any]) -> float | None:
     if value is None:
         return None
     return parse_duration(_render(value, context))
-
-
-def _env_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
 
 
 def steps_in_order(units: Iterable[Unit]) -> list[Step]:

@@ -334,8 +334,29 @@ class TemplateSyntax(Exception):
 # needs no parse (a Jinja parse costs about a millisecond; validate reads every template).
 _SIMPLE_PRINT = re.compile(r"\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*-?\}\}")
 # Words a dotted name may not contain: constants, and Jinja's operators and keywords.
-_NOT_NAMES = {"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if",
-              "else", "elif", "for", "recursive", "with", "without", "context", "import", "block"}
+_NOT_NAMES = {
+    "true",
+    "false",
+    "none",
+    "True",
+    "False",
+    "None",
+    "and",
+    "or",
+    "not",
+    "in",
+    "is",
+    "if",
+    "else",
+    "elif",
+    "for",
+    "recursive",
+    "with",
+    "without",
+    "context",
+    "import",
+    "block",
+}
 
 
 def _analyze_simple(source: str) -> TemplateRefs | None:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runner.context import env_text
 from runner.errors import HandlerError
 from runner.schema import string_or_list
 
@@ -95,7 +96,11 @@ class Tail:
             self.dropped += excess
 
     def text(self) -> str:
-        body = self.data.decode("utf-8", errors="replace")
+        start = 0
+        if self.dropped:  # the cut may have split a character: start at the next one
+            while start < min(4, len(self.data)) and (self.data[start] & 0xC0) == 0x80:
+                start += 1
+        body = self.data[start:].decode("utf-8", errors="replace")
         if self.dropped:
             return f"[... {self.dropped} bytes cut: only the last {self.cap} are kept ...]\n" + body
         return body
@@ -132,7 +137,7 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
     if not os.path.isdir(cwd):
         raise HandlerError(f"working folder {cwd} does not exist")
     env = ctx.process_env()
-    env.update({key: _env_text(value) for key, value in (args.get("env") or {}).items()})
+    env.update({key: env_text(value) for key, value in (args.get("env") or {}).items()})
     expect = args.get("expect_rc", [0])
     expect = [expect] if isinstance(expect, int) else list(expect)
     try:
@@ -176,12 +181,6 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
         wanted = expect[0] if len(expect) == 1 else expect
         raise HandlerError(f"command {detail} (expected {wanted})", result=outcome)
     return outcome
-
-
-def _env_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def _communicate(process: subprocess.Popen[bytes], stdin: str | None, ctx: Any) -> tuple[Tail, Tail, bool]:
@@ -233,9 +232,18 @@ def _emit_lines(buffer: bytes, stream: str, ctx: Any) -> bytes:
     for line in lines:
         ctx.output(line.rstrip(b"\r").decode("utf-8", errors="replace"), stream)
     while len(rest) > LONGEST_LINE:
-        ctx.output(rest[:LONGEST_LINE].decode("utf-8", errors="replace"), stream)
-        rest = rest[LONGEST_LINE:]
+        cut = _char_boundary(rest, LONGEST_LINE)
+        ctx.output(rest[:cut].decode("utf-8", errors="replace"), stream)
+        rest = rest[cut:]
     return rest
+
+
+def _char_boundary(data: bytes | bytearray, index: int) -> int:
+    """The nearest index at or before ``index`` that does not split a UTF-8 character."""
+    limit = max(0, index - 3)
+    while index > limit and (data[index] & 0xC0) == 0x80:  # 0b10xxxxxx: inside a character
+        index -= 1
+    return index or len(data)
 
 
 def _feed(process: subprocess.Popen[bytes], text: str) -> None:

@@ -56,6 +56,11 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
         return {"waited": 0.0, "polls": 0, "changed": False, "dry_run": f"would wait {what}"}
     start = time.monotonic()
     if condition is None:
+        if timeout is not None and timeout < duration:
+            raise HandlerError(
+                f"the timeout ({format_duration(timeout)}) is shorter than the duration "
+                f"({format_duration(duration)}): nothing to wait for could end in time"
+            )
         if ctx.wait(duration):
             raise HandlerError("cancelled while waiting", result={"waited": time.monotonic() - start})
         return {"waited": time.monotonic() - start, "polls": 0, "changed": False}
