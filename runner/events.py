@@ -144,7 +144,9 @@ def finished_line(label: str, event: Event, dry_run: bool = False) -> str:
     result = event.get("result") or {}
     text = f"[{label}] {status_text(result)}"
     if dry_run and result.get("dry_run"):
-        text += f": {result['dry_run']}"
+        text = f"[{label}] {result.get('verdict', 'unknown')}: {result['dry_run']}"
+        if "args" in result:
+            text += f" {to_json(result['args'])}"
     if result.get("skip_reason"):
         text += f" ({result['skip_reason']})"
     if event.get("attempts", 1) > 1:

@@ -630,6 +630,8 @@ class Executor:
             record["changed"] = True
         if dry_run:
             record["dry_run"] = result.get("dry_run") or _dry_run_verdict(result)
+            record["verdict"] = _dry_run_verdict(result)
+            record["args"] = args
         failure = None
         if status == "failed":
             failure = Failure(error or "failed", timed_out=timed_out.is_set(), result=result)
