@@ -99,7 +99,10 @@ if ansible.returncode == 0:
     env = {**os.environ, "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
     def ans(p):
         start = time.perf_counter()
-        subprocess.run([ansible.stdout.strip(), "-i", "localhost,", p], check=True, capture_output=True, env=env)
+        exe = ansible.stdout.strip()
+        interpreter = os.path.join(os.path.dirname(exe), "python3")
+        subprocess.run([exe, "-i", "localhost,", "-e", f"ansible_python_interpreter={interpreter}", p],
+                       check=True, capture_output=True, env=env)
         return time.perf_counter() - start
     per_task = (statistics.median(ans(path) for _ in range(3)) - statistics.median(ans(empty_play) for _ in range(3))) / 20
     print(f"ansible: command task, net per task     {per_task * 1000:8.1f} ms   -> ansible/runbook = {per_task * 1000 / per_step:.0f}x")

@@ -1,7 +1,8 @@
 """What a handler receives besides its arguments: the run context ``ctx`` (SPEC §8).
 
 ``ctx.log(message)``, ``ctx.output(line, stream)``, ``ctx.dry_run``, ``ctx.cancelled()``,
-``ctx.wait(seconds)``, ``ctx.cwd``, ``ctx.env`` (the environment to add for processes),
+``ctx.wait(seconds)``, ``ctx.cwd``, ``ctx.env`` (variables to add to the environment of
+processes: the playbook's and the step's ``env``),
 ``ctx.evaluate(expression)`` (for arguments the handler polls, such as ``wait.until``)
 and ``ctx.processes`` (where a handler registers the process groups it starts, so the
 engine can kill them when it must exit at once).
@@ -75,7 +76,3 @@ class TaskContext:
         if self.evaluator is None:
             raise RuntimeError("this context cannot evaluate expressions")
         return self.evaluator(expression)
-
-    def process_env(self) -> dict[str, str]:
-        """The environment for a child process: ours, plus the playbook's and the step's."""
-        return {**os.environ, **self.env}
