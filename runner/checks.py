@@ -324,10 +324,10 @@ class Checker:
             section=section,
             source=self.source,
             steps=self.steps(steps_path, items, section, defaults),
-            id=raw.get("id"),
+            id=raw.get("id") if isinstance(raw.get("id"), str) else None,
             name=raw.get("name"),
             when=raw.get("when"),
-            needs=_as_list(raw.get("needs")),
+            needs=_text_list(raw.get("needs")),
             tags=_as_list(raw.get("tags")),
             max_workers=options.get("max_workers"),
             fail_fast=options.get("fail_fast", False),
@@ -568,6 +568,11 @@ def _kind(value: Any) -> str:
     return "a mapping" if isinstance(value, dict) else type(value).__name__
 
 
+def _text_list(value: Any) -> list[str]:
+    """A ``needs``/``tags`` value as a list of its strings (the schema reports anything else)."""
+    return [item for item in _as_list(value) if isinstance(item, str)]
+
+
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -589,7 +594,9 @@ def merge_defaults(defaults: Mapping[str, Any], options: Mapping[str, Any]) -> d
 def apply_options(step: Step, options: Mapping[str, Any]) -> None:
     for key, value in options.items():
         if key in ("needs", "tags"):
-            value = _as_list(value)
+            value = _text_list(value)
+        elif key in ("id", "name") and not isinstance(value, str):
+            value = None  # the schema check has reported it; later checks need text
         elif key == "retry" and isinstance(value, int) and not isinstance(value, bool):
             value = {"attempts": value}
         elif key == "env" and value is None:

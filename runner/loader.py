@@ -164,6 +164,14 @@ class _Builder:
             self.source.folded[path] = "\n".join(self.lines[content[0] : content[-1] + 1])
 
     def scalar(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return self.typed_scalar(node)
+        except (ValueError, KeyError):  # "!!int x": the tag says one type, the text another
+            kind = node.tag.rsplit(":", 1)[-1]
+            self.problem(node, f"'{node.value}' is not a valid {kind} (it is tagged !!{kind})")
+            return node.value
+
+    def typed_scalar(self, node: yaml.ScalarNode) -> Any:
         tag = node.tag
         if tag in (_STR, _TIMESTAMP):
             return node.value

@@ -40,7 +40,7 @@ RESERVED_NAMES = frozenset(
 )
 _GUARD_FILTERS = {"default", "d"}
 _GUARD_TESTS = {"defined", "undefined"}
-_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{-?(?P<expr>.*?)-?\}\}\s*$", re.DOTALL)
 
 
 def is_template(value: Any) -> bool:
@@ -209,6 +209,7 @@ def environment() -> SandboxedEnvironment:
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
+        finalize=_check_defined,  # an undefined name inside a printed list or dict fails too
         extensions=["jinja2.ext.loopcontrols"],
     )
     env.filters.update(FILTERS)
@@ -275,8 +276,15 @@ def _render_string(source: str, context: Mapping[str, Any], path: tuple[str | in
 
 
 def _check_defined(value: Any) -> Any:
+    """``value``, unless it is or holds an undefined name (``[1, missing]``): then fail."""
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_defined(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_defined(item)
     return value
 
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# Hypothesis keeps its caches in ./.hypothesis by default: keep them out of the checkout.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "runbook-hypothesis")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,8 +32,9 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     return home
 
 
-def run_cli(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run ``runbook ARGS`` as a real process, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "runner", *args],

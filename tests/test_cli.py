@@ -114,8 +114,9 @@ def test_shipped_examples_validate():
 def _run_on_terminal(args: list[str], env: dict[str, str]) -> str:
     """Run runbook with stdout on a pseudo-terminal, as a person at a terminal would."""
     primary, secondary = os.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "runner", *args], stdout=secondary,
-                               stderr=secondary, env={**os.environ, **env})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", *args], stdout=secondary, stderr=secondary, env={**os.environ, **env}
+    )
     os.close(secondary)
     chunks = []
     while True:

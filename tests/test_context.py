@@ -13,8 +13,12 @@ from runner.templating import render
 
 
 def test_variables_render_after_the_variables_they_read_whatever_the_order():
-    variables = {"artifact": "dist/app-{{ version }}.tgz", "url": "{{ base }}/{{ artifact }}",
-                 "base": "https://example.invalid", "version": "1.4"}
+    variables = {
+        "artifact": "dist/app-{{ version }}.tgz",
+        "url": "{{ base }}/{{ artifact }}",
+        "base": "https://example.invalid",
+        "version": "1.4",
+    }
     resolved = resolve_vars(variables, {})
     assert resolved["artifact"] == "dist/app-1.4.tgz"
     assert resolved["url"] == "https://example.invalid/dist/app-1.4.tgz"
@@ -38,8 +42,12 @@ def test_undefined_name_in_a_variable_names_the_variable():
 
 def test_run_context_has_every_reserved_name(monkeypatch):
     monkeypatch.setenv("RUNBOOK_TEST_VALUE", "from-env")
-    context = run_context({"where": "{{ env.RUNBOOK_TEST_VALUE }}"}, {"id": "r1", "playbook": "p"},
-                          env={"EXTRA": "1"}, secrets={"token": "s3cr3t"})
+    context = run_context(
+        {"where": "{{ env.RUNBOOK_TEST_VALUE }}"},
+        {"id": "r1", "playbook": "p"},
+        env={"EXTRA": "1"},
+        secrets={"token": "s3cr3t"},
+    )
     assert context["where"] == "from-env"
     assert context["vars"] == {"where": "from-env"}
     assert context["env"]["EXTRA"] == "1" and context["env"]["HOME"] == os.environ["HOME"]
@@ -55,7 +63,7 @@ def test_step_results_and_loop_names_reach_templates(tmp_path):
     book.write_text(
         "name: p\nvars: {dir: /srv}\nsteps:\n"
         "  - id: find\n    glob: {pattern: '{{ dir }}/*.log'}\n"
-        "  - id: show\n    shell: \"echo {{ item }} of {{ steps.find.count }}\"\n"
+        '  - id: show\n    shell: "echo {{ item }} of {{ steps.find.count }}"\n'
         "    loop: '{{ steps.find.paths }}'\n"
     )
     playbook = load_playbook(book)
@@ -71,8 +79,10 @@ def test_step_results_and_loop_names_reach_templates(tmp_path):
 
 def test_render_error_names_step_argument_and_position(tmp_path):
     book = tmp_path / "p.yml"
-    book.write_text("name: p\nsteps:\n  - id: a\n    wait: 1s\n  - id: b\n"
-                    "    shell: {cmd: 'echo {{ steps.a.nope }}'}\n    needs: [a]\n")
+    book.write_text(
+        "name: p\nsteps:\n  - id: a\n    wait: 1s\n  - id: b\n"
+        "    shell: {cmd: 'echo {{ steps.a.nope }}'}\n    needs: [a]\n"
+    )
     playbook = load_playbook(book)
     context = run_context({}, {"id": "r"})
     context["steps"]["a"] = {"ok": True}

@@ -6,6 +6,7 @@ assertions read those records. No assertion bounds wall time from above.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -48,12 +49,16 @@ def intervals(log: Path) -> dict[str, tuple[float, float]]:
 
 def timed(name: str, log: str, seconds: float = 0.3) -> str:
     """A shell command that logs its start and end around a sleep."""
-    return (f'echo "{name} start $(date +%s.%N)" >> {log}; sleep {seconds}; '
-            f'echo "{name} end $(date +%s.%N)" >> {log}')
+    return (
+        f'echo "{name} start $(date +%s.%N)" >> {log}; sleep {seconds}; '
+        f'echo "{name} end $(date +%s.%N)" >> {log}'
+    )
 
 
 def test_a_sequence_runs_in_order_and_stops_at_the_first_failure(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: seq
 steps:
   - {id: a, shell: "echo a >> order"}
@@ -61,7 +66,8 @@ steps:
   - {id: c, shell: "echo c >> order"}
 finally:
   - {id: z, shell: "echo z >> order"}
-""")
+""",
+    )
     assert result.returncode == 1
     assert (tmp_path / "order").read_text().split() == ["a", "b", "z"]
     steps = finished(events)
@@ -72,12 +78,15 @@ finally:
 
 
 def test_continue_on_error_records_the_failure_and_goes_on(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: coe
 steps:
   - {id: a, shell: "exit 1", continue_on_error: true}
   - {id: b, shell: "echo b > done"}
-""")
+""",
+    )
     assert result.returncode == 0
     steps = finished(events)
     assert steps["a"]["status"] == "failed" and steps["a"]["result"]["ignored"] is True
@@ -105,7 +114,9 @@ finally:
 
 def test_parallel_group_members_overlap_and_the_group_joins(tmp_path):
     log = tmp_path / "log"
-    result, _ = play(tmp_path, f"""\
+    result, _ = play(
+        tmp_path,
+        f"""\
 name: par
 steps:
   - parallel:
@@ -113,7 +124,8 @@ steps:
       - {{id: p2, shell: '{timed("p2", log)}'}}
       - {{id: p3, shell: '{timed("p3", log)}'}}
   - {{id: after, shell: '{timed("after", log, 0)}'}}
-""")
+""",
+    )
     assert result.returncode == 0, result.stderr
     spans = intervals(log)
     members = [spans[n] for n in ("p1", "p2", "p3")]
@@ -128,8 +140,9 @@ def test_max_parallel_is_never_exceeded(tmp_path):
     assert result.returncode == 0
     spans = intervals(log)
     assert len(spans) == 8
-    points = sorted([(s, 1) for s, _ in spans.values()] + [(e, -1) for _, e in spans.values()],
-                    key=lambda p: (p[0], p[1]))
+    points = sorted(
+        [(s, 1) for s, _ in spans.values()] + [(e, -1) for _, e in spans.values()], key=lambda p: (p[0], p[1])
+    )
     running = peak = 0
     for _, delta in points:
         running += delta
@@ -140,23 +153,28 @@ def test_max_parallel_is_never_exceeded(tmp_path):
 def test_group_max_workers_caps_within_the_group(tmp_path):
     log = tmp_path / "log"
     members = "\n".join(f"        - {{shell: '{timed(f'm{i}', log, 0.2)}'}}" for i in range(4))
-    result, _ = play(tmp_path, f"name: cap\nsteps:\n  - parallel:\n      max_workers: 1\n      steps:\n{members}\n")
+    result, _ = play(
+        tmp_path, f"name: cap\nsteps:\n  - parallel:\n      max_workers: 1\n      steps:\n{members}\n"
+    )
     assert result.returncode == 0
     spans = sorted(intervals(log).values())
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, "one at a time"
 
 
 def test_needs_orders_a_dag_and_independent_steps_start_at_once(tmp_path):
     log = tmp_path / "log"
-    result, events = play(tmp_path, f"""\
+    result, _events = play(
+        tmp_path,
+        f"""\
 name: dag
 steps:
   - {{id: publish, needs: [build, test], shell: '{timed("publish", log, 0)}'}}
   - {{id: build, shell: '{timed("build", log, 0.3)}'}}
   - {{id: test, shell: '{timed("test", log, 0.3)}'}}
   - {{id: docs, shell: '{timed("docs", log, 0.3)}'}}
-""")
+""",
+    )
     assert result.returncode == 0, result.stderr
     spans = intervals(log)
     assert spans["publish"][0] >= max(spans["build"][1], spans["test"][1])
@@ -164,14 +182,17 @@ steps:
 
 
 def test_a_failure_in_a_dag_stops_only_its_dependents(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: dag
 steps:
   - {id: a, shell: "exit 1"}
   - {id: b, needs: [a], shell: "touch b"}
   - {id: c, shell: "sleep 0.2; touch c"}
   - {id: d, needs: [c], shell: "touch d"}
-""")
+""",
+    )
     assert result.returncode == 1
     assert not (tmp_path / "b").exists()
     assert (tmp_path / "c").exists() and (tmp_path / "d").exists()
@@ -179,14 +200,17 @@ steps:
 
 
 def test_failure_in_a_group_lets_siblings_finish(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: g
 steps:
   - parallel:
       - {id: bad, shell: "exit 1"}
       - {id: slow, shell: "sleep 0.5; touch slow"}
   - {id: next, shell: "touch next"}
-""")
+""",
+    )
     assert result.returncode == 1
     assert (tmp_path / "slow").exists(), "siblings run to completion"
     assert not (tmp_path / "next").exists()
@@ -194,7 +218,9 @@ steps:
 
 
 def test_fail_fast_cancels_running_siblings(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: g
 steps:
   - parallel:
@@ -202,14 +228,17 @@ steps:
       steps:
         - {id: bad, shell: "sleep 0.3; exit 1"}
         - {id: slow, shell: "sleep 30; touch slow"}
-""")
+""",
+    )
     assert result.returncode == 1
     assert not (tmp_path / "slow").exists()
     assert finished(events)["slow"]["status"] == "cancelled"
 
 
 def test_nested_groups(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: nest
 steps:
   - parallel:
@@ -218,24 +247,28 @@ steps:
           - {id: b, shell: "touch b"}
           - {id: c, shell: "touch c"}
   - {id: after, shell: "ls a b c"}
-""")
+""",
+    )
     assert result.returncode == 0
     assert finished(events)["after"]["result"]["stdout"].split() == ["a", "b", "c"]
 
 
 def test_retry_spacing_follows_the_backoff(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: retry
 steps:
   - id: flaky
     shell: 'date +%s.%N >> stamps; [ $(wc -l < stamps) -ge 4 ]'
     retry: {attempts: 4, delay: 0.2s, backoff: 2}
-""")
+""",
+    )
     assert result.returncode == 0
     stamps = [float(x) for x in (tmp_path / "stamps").read_text().split()]
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert len(gaps) == 3
-    for gap, wait in zip(gaps, (0.2, 0.4, 0.8)):
+    for gap, wait in zip(gaps, (0.2, 0.4, 0.8), strict=False):
         assert gap >= wait * 0.95
     retries = [e for e in events if e["event"] == "step_retry"]
     assert [(e["attempt"], e["wait"]) for e in retries] == [(1, 0.2), (2, 0.4), (3, 0.8)]
@@ -246,48 +279,60 @@ steps:
 
 
 def test_retry_gives_up_after_its_attempts(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: retry
 steps:
   - {id: never, shell: "echo x >> tries; exit 2", retry: {attempts: 3, delay: 0}}
-""")
+""",
+    )
     assert result.returncode == 1
     assert (tmp_path / "tries").read_text().count("x") == 3
     assert finished(events)["never"]["attempts"] == 3
 
 
 def test_retry_on_rc_retries_only_those_codes(tmp_path):
-    result, _ = play(tmp_path, """\
+    result, _ = play(
+        tmp_path,
+        """\
 name: retry
 steps:
   - {shell: "echo x >> tries; exit 5", retry: {attempts: 3, on: [{rc: [75]}]}}
-""")
+""",
+    )
     assert result.returncode == 1
     assert (tmp_path / "tries").read_text().count("x") == 1
 
 
 def test_until_retries_until_the_condition_holds(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: until
 steps:
   - id: count
     shell: 'echo x >> n; wc -l < n'
     until: result.stdout | int >= 3
     retry: {attempts: 5, delay: 0}
-""")
+""",
+    )
     assert result.returncode == 0
     assert finished(events)["count"]["attempts"] == 3
 
 
 def test_when_skips_and_reads_earlier_results(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: when
 vars: {enabled: false}
 steps:
   - {id: a, shell: "echo 7"}
   - {id: b, shell: "touch b", when: "steps.a.stdout | int == 7"}
   - {id: c, shell: "touch c", when: enabled}
-""")
+""",
+    )
     assert result.returncode == 0
     steps = finished(events)
     assert (tmp_path / "b").exists() and not (tmp_path / "c").exists()
@@ -295,14 +340,17 @@ steps:
 
 
 def test_loop_runs_per_item_and_collects_results(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: loop
 steps:
   - id: each
     shell: "echo {{ loop.index }}-{{ item }} >> out"
     loop: [a, b, c]
   - {id: count, shell: "echo {{ steps.each.results | length }}"}
-""")
+""",
+    )
     assert result.returncode == 0
     assert (tmp_path / "out").read_text().split() == ["1-a", "2-b", "3-c"]
     each = finished(events)["each"]["result"]
@@ -312,26 +360,32 @@ steps:
 
 def test_loop_parallel_runs_items_at_once(tmp_path):
     log = tmp_path / "log"
-    result, _ = play(tmp_path, f"""\
+    result, _ = play(
+        tmp_path,
+        f"""\
 name: loop
 steps:
   - shell: '{timed("{{ item }}", log, 0.3)}'
     loop: [i1, i2, i3]
     loop_parallel: 3
-""")
+""",
+    )
     assert result.returncode == 0, result.stderr
     spans = intervals(log)
     assert max(s for s, _ in spans.values()) < min(e for _, e in spans.values())
 
 
 def test_failed_when_and_changed_when(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: verdicts
 steps:
   - {id: grep, shell: "echo ERROR here", failed_when: "'ERROR' in result.stdout", continue_on_error: true}
   - {id: quiet, shell: "true", changed_when: false}
   - {id: fine, shell: "exit 1", failed_when: false}
-""")
+""",
+    )
     assert result.returncode == 0
     steps = finished(events)
     assert steps["grep"]["status"] == "failed"
@@ -358,21 +412,27 @@ steps:
 
 
 def test_env_reaches_processes(tmp_path):
-    result, events = play(tmp_path, """\
+    _result, events = play(
+        tmp_path,
+        """\
 name: env
 env: {LEVEL: playbook, BOTH: playbook}
 steps:
   - {id: show, shell: 'echo $LEVEL $BOTH $STEP', env: {BOTH: step, STEP: "yes"}}
-""")
+""",
+    )
     assert finished(events)["show"]["result"]["stdout"].split() == ["playbook", "step", "yes"]
 
 
 def test_timeout_fails_the_step_and_kills_its_processes(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: t
 steps:
   - {id: slow, shell: "sleep 1000 & echo $! > pid; wait", timeout: 0.5s}
-""")
+""",
+    )
     assert result.returncode == 1
     step = finished(events)["slow"]
     assert step["status"] == "failed" and "timed out after" in step["error"]
@@ -381,7 +441,9 @@ steps:
 
 
 def test_run_timeout_cancels_and_fails_the_run_then_runs_finally(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: t
 timeout: 0.5s
 steps:
@@ -389,7 +451,8 @@ steps:
   - {id: never, shell: "touch never"}
 finally:
   - {shell: "touch finally"}
-""")
+""",
+    )
     assert result.returncode == 1
     assert run_end(events)["status"] == "failed"
     assert (tmp_path / "finally").exists() and not (tmp_path / "never").exists()
@@ -410,8 +473,13 @@ def _gone(pid: int, within: float = 5.0) -> bool:
 def _start(tmp_path: Path, text: str) -> subprocess.Popen:
     book = tmp_path / "book.yml"
     book.write_text(text)
-    return subprocess.Popen([sys.executable, "-m", "runner", "play", str(book), "--output", "json"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", "play", str(book), "--output", "json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(path: Path, within: float = 20.0) -> None:
@@ -451,13 +519,16 @@ def test_a_signal_cancels_runs_finally_and_exits_with_its_code(tmp_path, sig, co
 
 
 def test_a_second_sigint_exits_at_once_and_kills_the_processes(tmp_path):
-    process = _start(tmp_path, """\
+    process = _start(
+        tmp_path,
+        """\
 name: sig
 steps:
   - {id: slow, shell: "sleep 1000 & echo $! > pid; wait"}
 finally:
   - {shell: "trap '' TERM INT; sleep 1000 & echo $! > pid2; wait"}
-""")
+""",
+    )
     try:
         _wait_for(tmp_path / "pid")
         process.send_signal(signal.SIGINT)
@@ -472,12 +543,15 @@ finally:
 
 
 def test_json_events_follow_the_contract(tmp_path):
-    result, events = play(tmp_path, """\
+    _result, events = play(
+        tmp_path,
+        """\
 name: ev
 steps:
   - {id: a, shell: "echo hello"}
   - {id: b, shell: "exit 1", retry: {attempts: 2, delay: 0}, continue_on_error: true}
-""")
+""",
+    )
     kinds = [e["event"] for e in events]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
     assert {"step_started", "step_output", "step_retry", "step_finished"} <= set(kinds)
@@ -496,7 +570,9 @@ steps:
 def test_report_and_junit(tmp_path):
     report = tmp_path / "run.json"
     junit = tmp_path / "junit.xml"
-    result, _ = play(tmp_path, """\
+    result, _ = play(
+        tmp_path,
+        """\
 name: reports
 steps:
   - {id: good, shell: "echo fine"}
@@ -505,7 +581,12 @@ steps:
   - parallel:
       - {id: p1, shell: "true"}
       - {id: p2, shell: "true"}
-""", "--report", str(report), "--junit", str(junit))
+""",
+        "--report",
+        str(report),
+        "--junit",
+        str(junit),
+    )
     assert result.returncode == 0
     data = json.loads(report.read_text())
     assert data["run"]["status"] == "ok" and data["run"]["exit_code"] == 0
@@ -525,13 +606,17 @@ steps:
 
 
 def test_dry_run_changes_nothing_and_shows_the_plan(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: dry
 vars: {name: created}
 steps:
   - {id: make, shell: "touch {{ name }}"}
   - {id: look, shell: "ls > listing", dry_run: run}
-""", "--dry-run")
+""",
+        "--dry-run",
+    )
     assert result.returncode == 0
     assert not (tmp_path / "created").exists()
     assert (tmp_path / "listing").exists()
@@ -539,24 +624,30 @@ steps:
 
 
 def test_a_runtime_type_error_in_a_templated_value_fails_the_step(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: types
 vars: {wait_for: soon}
 steps:
   - {id: w, wait: {duration: "{{ wait_for }}"}}
-""")
+""",
+    )
     assert result.returncode == 1
     error = finished(events)["w"]["error"]
     assert "book.yml:4:" in error and "wait.duration" in error and "malformed duration" in error
 
 
 def test_a_missing_attribute_at_run_time_names_step_and_position(tmp_path):
-    result, events = play(tmp_path, """\
+    result, events = play(
+        tmp_path,
+        """\
 name: attr
 steps:
   - {id: a, shell: "true"}
   - {id: b, shell: "echo {{ steps.a.nope }}"}
-""")
+""",
+    )
     assert result.returncode == 1
     error = finished(events)["b"]["error"]
     assert error.startswith(f"{tmp_path / 'book.yml'}:4:") and "step 'b' (shell.cmd)" in error
@@ -597,7 +688,7 @@ def test_live_view_on_a_terminal_ends_with_a_summary_table(tmp_path):
     book = tmp_path / "book.yml"
     book.write_text("name: tty\nsteps:\n  - {id: first, shell: 'echo hi'}\n  - {id: second, wait: 0.3s}\n")
     screen = ANSI.sub("", _run_on_terminal(["play", str(book)], {"TERM": "xterm", "COLUMNS": "100"}))
-    table = screen[screen.index("step "):]
+    table = screen[screen.index("step ") :]
     for header in ("step", "status", "attempts", "duration"):
         assert header in table
     assert "first" in table and "second" in table

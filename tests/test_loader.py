@@ -163,7 +163,9 @@ def test_vars_files_are_relative_to_the_playbook_not_the_cwd(tmp_path: Path, mon
     sub = tmp_path / "deploy"
     (sub / "vars").mkdir(parents=True)
     (sub / "vars" / "prod.yml").write_text("target: prod\n")
-    (sub / "site.yml").write_text("name: s\nvars_files: [vars/prod.yml]\nsteps:\n  - shell: echo {{ target }}\n")
+    (sub / "site.yml").write_text(
+        "name: s\nvars_files: [vars/prod.yml]\nsteps:\n  - shell: echo {{ target }}\n"
+    )
     monkeypatch.chdir(tmp_path)
     assert load_playbook(Path("deploy/site.yml")).vars == {"target": "prod"}
 

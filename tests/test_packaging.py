@@ -17,9 +17,21 @@ from .conftest import REPO
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(out), str(REPO)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (built,) = out.glob("runbook-*.whl")
     return built
@@ -38,23 +50,45 @@ def test_wheel_ships_the_schema_and_every_handler(wheel: Path):
 def test_installed_wheel_validates_from_a_venv(wheel: Path, tmp_path: Path):
     venv = tmp_path / "venv"
     # Dependencies come from this interpreter's site-packages; runbook itself from the wheel.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True,
-                   timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
+    )
     bin_dir = venv / "bin"
-    subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
-                   check=True, capture_output=True, timeout=300)
-    where = subprocess.run([str(bin_dir / "python"), "-c", "import runner; print(runner.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, check=True)
+    subprocess.run(
+        [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    where = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import runner; print(runner.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert where.stdout.startswith(str(venv)), "runbook must come from the wheel, not the checkout"
     book = tmp_path / "book.yml"
     book.write_text("name: p\nsteps:\n  - wait: 1s\n  - shel: x\n")
-    result = subprocess.run([str(bin_dir / "runbook"), "validate", str(book)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(bin_dir / "runbook"), "validate", str(book)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert f"{book}:4:5: step steps[1]: unknown handler 'shel'" in result.stdout
     shipped = subprocess.run(
-        [str(bin_dir / "python"), "-c",
-         "import importlib.resources as r; print(r.files('runner.schemas').joinpath("
-         "'playbook.schema.json').read_text())"],
-        cwd=tmp_path, capture_output=True, text=True, check=True)
+        [
+            str(bin_dir / "python"),
+            "-c",
+            "import importlib.resources as r; print(r.files('runner.schemas').joinpath("
+            "'playbook.schema.json').read_text())",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(shipped.stdout) == json.loads((REPO / "schemas" / "playbook.schema.json").read_text())

@@ -20,9 +20,21 @@ PLUGIN_SOURCE = Path(__file__).parent / "plugin_pkg"
 
 def _install(source: Path, target: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     return target
 
@@ -36,8 +48,9 @@ def test_plugin_is_listed_and_documented(plugin_site: Path):
     env = {"PYTHONPATH": str(plugin_site)}
     listing = run_cli("tasks", env=env)
     assert listing.returncode == 0
-    assert any(line.startswith("greet ") and "Greet someone by name." in line
-               for line in listing.stdout.splitlines())
+    assert any(
+        line.startswith("greet ") and "Greet someone by name." in line for line in listing.stdout.splitlines()
+    )
     page = run_cli("tasks", "greet", env=env)
     assert page.returncode == 0
     assert "runbook-greet" in page.stdout, "the page names the distribution"
@@ -71,7 +84,8 @@ def test_a_plugin_may_not_take_a_builtin_name(tmp_path_factory: pytest.TempPathF
     source = tmp_path / "clash"
     source.mkdir()
     (source / "pyproject.toml").write_text(
-        (PLUGIN_SOURCE / "pyproject.toml").read_text()
+        (PLUGIN_SOURCE / "pyproject.toml")
+        .read_text()
         .replace('name = "runbook-greet"', 'name = "runbook-clash"')
         .replace("greet = ", "shell = ")
     )

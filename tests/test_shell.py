@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,86 +33,13 @@ from runner.errors import HandlerError
 from runner.taskctx import TaskContext
 from tasks import shell
 
+from .playing import Play, parse_events, play
+
 MARKER_VAR = "RUNBOOK_TEST_MARKER"
 PY = json.dumps(sys.executable)  # the interpreter, quoted for YAML
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Play:
-    """One finished ``runbook play --output json`` process."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-    events: list[dict[str, Any]]
-
-    def finished(self) -> dict[str, Any]:
-        runs = [e for e in self.events if e["event"] == "run_finished"]
-        assert len(runs) == 1, self.stderr
-        return runs[0]
-
-    def step(self, key: str) -> dict[str, Any]:
-        """The ``step_finished`` event of the step with this id (or label)."""
-        found = [
-            e
-            for e in self.events
-            if e["event"] == "step_finished" and key in (e["step"]["id"], e["step"]["label"])
-        ]
-        assert len(found) == 1, f"{len(found)} step_finished events for {key!r}; stderr: {self.stderr}"
-        return found[0]
-
-    def lines(self, key: str, stream: str = "stdout") -> list[str]:
-        """The ``step_output`` lines of one step and stream, in order."""
-        return [
-            e["line"]
-            for e in self.events
-            if e["event"] == "step_output"
-            and key in (e["step"]["id"], e["step"]["label"])
-            and e["stream"] == stream
-        ]
-
-
-def parse_events(stdout: str) -> list[dict[str, Any]]:
-    events = []
-    for number, line in enumerate(stdout.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError as exc:  # a line that is not one whole event is a bug
-            raise AssertionError(f"stdout line {number} is not a JSON event: {line[:300]!r}") from exc
-        assert {"event", "time", "run_id"} <= event.keys(), event
-        events.append(event)
-    return events
-
-
-def play(
-    tmp_path: Path,
-    text: str,
-    *args: str,
-    cwd: Path | None = None,
-    name: str = "play.yml",
-    stdin: Any = subprocess.DEVNULL,
-    timeout: float = 90,
-) -> Play:
-    """Write ``text`` as a playbook and run it with a real ``runbook play`` process."""
-    path = tmp_path / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner", "play", str(path), "--output", "json", *args],
-        cwd=cwd or tmp_path,
-        stdin=stdin,
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=timeout,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return Play(proc.returncode, proc.stdout, proc.stderr, parse_events(proc.stdout))
 
 
 def marked_processes(token: str) -> list[psutil.Process]:

@@ -11,8 +11,13 @@ HEAVY = ("boto3", "botocore", "requests", "rich", "psutil")
 
 def _imported_modules(args: list[str], cwd: Path) -> set[str]:
     """Top-level modules a real runbook process imported (from python -X importtime)."""
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", *args], cwd=cwd,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "runner", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     modules = set()
     for line in result.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
@@ -33,14 +38,15 @@ def test_validate_of_fifty_steps_imports_no_heavy_library(tmp_path: Path):
         '  - id: s{i}\n    shell: "echo {{{{ dir }}}} {i}"',
         '  - id: s{i}\n    http: {{url: "http://127.0.0.1:9/{i}"}}',
         '  - id: s{i}\n    s3_upload: {{src: "{{{{ dir }}}}", bucket: bucket-{i}}}',
-        '  - id: s{i}\n    check_port: {{port: {p}}}',
+        "  - id: s{i}\n    check_port: {{port: {p}}}",
         '  - id: s{i}\n    glob: {{pattern: "*.log", older_than: 7d}}',
     ]
     lines += [shapes[i % len(shapes)].format(i=i, p=1000 + i) for i in range(50)]
     book = tmp_path / "fifty.yml"
     book.write_text("\n".join(lines) + "\n")
-    check = subprocess.run([sys.executable, "-m", "runner", "validate", str(book)], capture_output=True,
-                           text=True, timeout=60)
+    check = subprocess.run(
+        [sys.executable, "-m", "runner", "validate", str(book)], capture_output=True, text=True, timeout=60
+    )
     assert check.returncode == 0, check.stdout
     modules = _imported_modules(["validate", str(book)], tmp_path)
     assert "jsonschema" in modules and "jinja2" in modules  # the check did run

@@ -9,14 +9,10 @@ have upper bounds, since a poll never comes sooner than ``interval`` after the l
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,59 +24,12 @@ from runner.errors import HandlerError
 from runner.taskctx import TaskContext
 from tasks import wait
 
+from .playing import play
+
 MARKER_VAR = "RUNBOOK_TEST_MARKER"
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Play:
-    returncode: int
-    stdout: str
-    stderr: str
-    events: list[dict[str, Any]]
-
-    def finished(self) -> dict[str, Any]:
-        runs = [e for e in self.events if e["event"] == "run_finished"]
-        assert len(runs) == 1, self.stderr
-        return runs[0]
-
-    def step(self, key: str) -> dict[str, Any]:
-        """The ``step_finished`` event of the step with this id (or label)."""
-        found = [
-            e
-            for e in self.events
-            if e["event"] == "step_finished" and key in (e["step"]["id"], e["step"]["label"])
-        ]
-        assert len(found) == 1, f"{len(found)} step_finished events for {key!r}; stderr: {self.stderr}"
-        return found[0]
-
-    def index(self, key: str) -> int:
-        """Position of a step's ``step_finished`` event in the stream."""
-        return self.events.index(self.step(key))
-
-
-def play(tmp_path: Path, text: str, *args: str, cwd: Path | None = None, name: str = "play.yml") -> Play:
-    """Write ``text`` as a playbook and run it with a real ``runbook play`` process."""
-    path = tmp_path / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner", "play", str(path), "--output", "json", *args],
-        cwd=cwd or tmp_path,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=90,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    events = []
-    for line in proc.stdout.split("\n"):
-        if line.strip():
-            events.append(json.loads(line))
-    return Play(proc.returncode, proc.stdout, proc.stderr, events)
 
 
 @pytest.fixture(autouse=True)

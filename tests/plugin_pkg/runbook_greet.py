@@ -1,5 +1,7 @@
 """A third-party handler registered through the ``runbook.tasks`` entry point."""
 
+from typing import ClassVar
+
 
 class Greet:
     """Greet someone by name.
@@ -9,7 +11,7 @@ class Greet:
     """
 
     name = "greet"
-    schema = {
+    schema: ClassVar[dict] = {
         "type": "object",
         "properties": {
             "who": {"type": "string", "description": "Whom to greet."},
@@ -18,7 +20,7 @@ class Greet:
         "required": ["who"],
         "additionalProperties": False,
     }
-    result = {"message": "the greeting"}
+    result: ClassVar[dict] = {"message": "the greeting"}
     example = "- greet: {who: world}\n"
 
     def run(self, args, ctx):

@@ -1,0 +1,92 @@
+"""Running ``runbook play`` as a user would, and reading its JSON events, for the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Play:
+    """One finished ``runbook play --output json`` process."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    events: list[dict[str, Any]]
+
+    def finished(self) -> dict[str, Any]:
+        runs = [e for e in self.events if e["event"] == "run_finished"]
+        assert len(runs) == 1, self.stderr
+        return runs[0]
+
+    def step(self, key: str) -> dict[str, Any]:
+        """The ``step_finished`` event of the step with this id (or label)."""
+        found = [
+            e
+            for e in self.events
+            if e["event"] == "step_finished" and key in (e["step"]["id"], e["step"]["label"])
+        ]
+        assert len(found) == 1, f"{len(found)} step_finished events for {key!r}; stderr: {self.stderr}"
+        return found[0]
+
+    def index(self, key: str) -> int:
+        """Position of a step's ``step_finished`` event in the stream."""
+        return self.events.index(self.step(key))
+
+    def lines(self, key: str, stream: str = "stdout") -> list[str]:
+        """The ``step_output`` lines of one step and stream, in order."""
+        return [
+            e["line"]
+            for e in self.events
+            if e["event"] == "step_output"
+            and key in (e["step"]["id"], e["step"]["label"])
+            and e["stream"] == stream
+        ]
+
+
+def parse_events(stdout: str) -> list[dict[str, Any]]:
+    events = []
+    for number, line in enumerate(stdout.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError as exc:  # a line that is not one whole event is a bug
+            raise AssertionError(f"stdout line {number} is not a JSON event: {line[:300]!r}") from exc
+        assert {"event", "time", "run_id"} <= event.keys(), event
+        events.append(event)
+    return events
+
+
+def play(
+    tmp_path: Path,
+    text: str,
+    *args: str,
+    cwd: Path | None = None,
+    name: str = "play.yml",
+    stdin: Any = subprocess.DEVNULL,
+    timeout: float = 90,
+    env: dict[str, str] | None = None,
+) -> Play:
+    """Write ``text`` as a playbook and run it with a real ``runbook play`` process."""
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "play", str(path), "--output", "json", *args],
+        cwd=cwd or tmp_path,
+        stdin=stdin,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return Play(proc.returncode, proc.stdout, proc.stderr, parse_events(proc.stdout))
