@@ -80,7 +80,8 @@ class Unit:
     preds: set[Unit] = field(default_factory=set)
     succs: list[Unit] = field(default_factory=list)
     outcome: str | None = None  # ok, skipped, failed, blocked, cancelled
-    reason: str = ""  # why it was not run, for blocked units
+    reason: str = ""  # why it was not run, for skipped and blocked units
+    start: Unit | None = None  # for a group's end unit: the group's start unit
 
 
 BLOCKING = ("failed", "blocked", "cancelled")
@@ -213,13 +214,13 @@ class Executor:
             for unit in ready:
                 self.start(unit)
             ready = []
+            if deadline is not None and time.monotonic() >= deadline:
+                self.cancel("timeout")
+                deadline = None
             try:
                 timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
                 unit, result = self._done.get(timeout=timeout)
             except queue.Empty:
-                if deadline is not None and time.monotonic() >= deadline:
-                    self.timeout_run()
-                    deadline = None
                 continue
             remaining -= 1
             unit.outcome = self.outcome_of(unit, result)
@@ -239,9 +240,6 @@ class Executor:
                     ready.append(succ)
         return failed
 
-    def timeout_run(self) -> None:
-        self.cancel("timeout")
-
     def outcome_of(self, unit: Unit, result: dict[str, Any]) -> str:
         status = result.get("status")
         if status == "failed":
@@ -259,6 +257,10 @@ class Executor:
             return
         if blocker is not None or self.cancelled.is_set() or self.group_cancelled(unit):
             self.block(unit, blocker)
+            return
+        skipped_group = next((p for p in unit.preds if p.kind == "start" and p.outcome == "skipped"), None)
+        if skipped_group is not None:  # the group's `when` or tags left it out: its members too
+            self.skip(unit, skipped_group.reason)
             return
         if unit.kind == "start":
             self._done.put((unit, self.start_group(unit)))
@@ -289,13 +291,34 @@ class Executor:
             )
         self._done.put((unit, result))
 
+    def skip(self, unit: Unit, reason: str) -> None:
+        """Record a unit left out with its group (not a failure: dependents still run)."""
+        unit.reason = reason
+        result = _result_record("skipped", 0, 0.0, None, skip_reason=reason)
+        if unit.kind == "step":
+            self.events.emit(
+                "step_finished",
+                step=_step_ref(unit.node),
+                status="skipped",
+                attempts=0,
+                duration=0.0,
+                started=None,
+                result=result,
+                error=None,
+            )
+        self._done.put((unit, result))
+
     def start_group(self, unit: Unit) -> dict[str, Any]:
         group = unit.node
         assert isinstance(group, Group)
-        skip = self.skip_reason(group, unit.groups)
+        try:
+            skip = self.skip_reason(group, unit.groups)
+        except TemplateError as exc:
+            error = f"{group.source.key((*group.path, 'when'))}: {group.where(('when',))}: {exc}"
+            return _result_record("failed", 0, 0.0, None, error=error)
         if skip:
-            result = _result_record("skipped", 0, 0.0, None, skip_reason=skip)
-            return result
+            unit.reason = f"group skipped: {skip}"
+            return _result_record("skipped", 0, 0.0, None, skip_reason=skip)
         workers = _render_int(group.max_workers, self.base)
         if workers:
             self._group_slots[id(group)] = threading.BoundedSemaphore(workers)
@@ -303,10 +326,12 @@ class Executor:
 
     def group_result(self, unit: Unit) -> dict[str, Any]:
         group = unit.node
-        members = [p for p in unit.preds]
+        members = list(unit.preds)
         outcomes = {p.outcome for p in members}
-        start = next((p for p in members if p.kind == "start"), None)
-        if start is not None and start.outcome in ("skipped", "blocked"):
+        start = unit.start
+        if start is not None and start.outcome == "failed":
+            status = "failed"
+        elif start is not None and start.outcome in ("skipped", "blocked"):
             status = "skipped"
         elif "failed" in outcomes:
             status = "failed"
@@ -730,6 +755,7 @@ def build_graph(nodes: Sequence[Node], dag: bool) -> list[Unit]:
             units.append(unit)
             return unit, unit
         start, end = Unit("start", node, groups), Unit("end", node, groups)
+        end.start = start
         units.append(start)
         inner = (*groups, node)
         for member in node.steps:

@@ -693,3 +693,32 @@ def test_live_view_on_a_terminal_ends_with_a_summary_table(tmp_path):
         assert header in table
     assert "first" in table and "second" in table
     assert screen.rstrip().splitlines()[-1].startswith("ok in ")
+
+
+def test_a_group_skipped_by_when_skips_its_members_but_not_what_follows(tmp_path):
+    result, events = play(
+        tmp_path,
+        """\
+name: g
+steps:
+  - id: group
+    when: false
+    parallel:
+      - {id: inside, shell: "touch inside"}
+  - {id: after, shell: "touch after", when: "steps.group.skipped"}
+""",
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "inside").exists() and (tmp_path / "after").exists()
+    inside = finished(events)["inside"]
+    assert inside["status"] == "skipped" and "when: False" in inside["result"]["skip_reason"]
+
+
+def test_the_run_timeout_holds_while_steps_keep_finishing(tmp_path):
+    steps = "\n".join("  - wait: 0.05s" for _ in range(200))
+    result, events = play(tmp_path, f"name: t\ntimeout: 0.5s\nsteps:\n{steps}\n")
+    assert result.returncode == 1
+    end = run_end(events)
+    assert end["status"] == "failed" and "timed out" in end["error"]
+    statuses = [e["status"] for e in events if e["event"] == "step_finished"]
+    assert "skipped" in statuses, "steps after the deadline are not run"
