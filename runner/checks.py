@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.context import RUNTIME_NAMES
 from runner.diagnostics import Diagnostic, did_you_mean
 from runner.errors import PlaybookError, UsageError
 from runner.loader import Document, JsonPath, SourceMap, load_file, parse_cli_var
@@ -29,7 +28,15 @@ from runner.schema import (
     accept_templates,
     build_schema,
 )
-from runner.templating import GLOBALS, RESERVED_NAMES, TemplateSyntax, analyze, is_template, names_read
+from runner.templating import (
+    GLOBALS,
+    RESERVED_NAMES,
+    RUNTIME_NAMES,
+    TemplateSyntax,
+    analyze,
+    is_template,
+    names_read,
+)
 from runner.validator import Problem, SchemaChecker
 
 # Keys users bring from Ansible or go-task, and what runbook calls them.

@@ -15,10 +15,8 @@ from typing import Any
 
 from runner.errors import TemplateError
 from runner.facts import Facts
+from runner.taskctx import env_text
 from runner.templating import names_read, render
-
-# Names a variable's template may not read: they do not exist when the run starts.
-RUNTIME_NAMES = frozenset({"steps", "item", "loop", "result", "attempt"})
 
 
 def resolve_vars(variables: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,13 +77,6 @@ def run_context(
     context["env"].update(added)
     context["run_env"] = added
     return context
-
-
-def env_text(value: Any) -> str:
-    """How a YAML value reads as an environment variable: true/false, numbers, "" for null."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
 
 
 def step_context(base: Mapping[str, Any], **names: Any) -> dict[str, Any]:

@@ -37,13 +37,13 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from runner.context import env_text, run_context, step_context
+from runner.context import run_context, step_context
 from runner.errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, HandlerError, TemplateError
 from runner.events import EventBus
 from runner.playbook import Group, Node, Playbook, Step
 from runner.registry import Handler, handlers_for
 from runner.retry import Failure, RetryPolicy
-from runner.taskctx import ProcessGroups, TaskContext
+from runner.taskctx import ProcessGroups, TaskContext, env_text
 from runner.templating import evaluate, is_template, render
 from runner.units import format_duration, parse_duration
 

@@ -21,6 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def env_text(value: Any) -> str:
+    """How a YAML value reads as an environment variable: true/false, numbers, "" for null."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
 class ProcessGroups:
     """The process groups of running steps, so a second Ctrl-C can kill them all at once."""
 

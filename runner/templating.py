@@ -38,6 +38,8 @@ from runner.units import format_size, parse_duration
 RESERVED_NAMES = frozenset(
     {"env", "facts", "steps", "item", "loop", "run", "secrets", "result", "attempt", "vars"}
 )
+# Names a variable's template may not read: they do not exist when the run starts.
+RUNTIME_NAMES = frozenset({"steps", "item", "loop", "result", "attempt"})
 _GUARD_FILTERS = {"default", "d"}
 _GUARD_TESTS = {"defined", "undefined"}
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{-?(?P<expr>.*?)-?\}\}\s*$", re.DOTALL)

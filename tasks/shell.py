@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.context import env_text
 from runner.errors import HandlerError
 from runner.schema import string_or_list
+from runner.taskctx import env_text
 
 name = "shell"
 shorthand = "cmd"
