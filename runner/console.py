@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runner.events import Event, output_tail, status_text
-from runner.units import format_duration
+from runner.units import format_duration, format_size
 
 STYLES = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": "dim", "cancelled": "magenta"}
 
@@ -30,6 +30,7 @@ class LiveConsole:
         self.verbose = verbose
         self.dry_run = dry_run
         self.running: dict[str, tuple[str, float, str]] = {}  # key → (label, start, last line)
+        self.bytes: dict[str, tuple[int, int]] = {}  # key → (done, total)
         self.finished: list[Event] = []
         self.lock = threading.Lock()
         self.live = Live(
@@ -40,10 +41,20 @@ class LiveConsole:
     def render(self) -> Any:
         rows: list[Any] = []
         with self.lock:
-            items = list(self.running.values())
-        for label, start, last in items[:20]:
-            line = Text.assemble((label, "bold"), f"  {format_duration(time.monotonic() - start)}")
-            if last:
+            items = list(self.running.items())
+        for key, (label, start, last) in items[:20]:
+            elapsed = time.monotonic() - start
+            line = Text.assemble((label, "bold"), f"  {format_duration(elapsed)}")
+            done, total = self.bytes.get(key, (0, 0))
+            if total:
+                filled = int(20 * done / total)
+                rate = done / elapsed if elapsed > 0 else 0
+                line.append(
+                    f"  [{'#' * filled}{'.' * (20 - filled)}] {format_size(done)}/{format_size(total)}"
+                    f" {format_size(rate)}/s",
+                    style="cyan",
+                )
+            elif last:
                 line.append(f"  {last[:80]}", style="dim")
             rows.append(Spinner("dots", text=line))
         if len(items) > 20:
@@ -83,6 +94,9 @@ class LiveConsole:
         elif kind == "run_finished":
             self.live.stop()
             self.summary(event)
+
+    def progress(self, step: dict[str, Any], done: int, total: int) -> None:
+        self.bytes[f"{step.get('id')}|{step.get('label')}"] = (done, total)
 
     def print_finished(self, event: Event) -> None:
         result = event.get("result") or {}

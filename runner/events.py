@@ -55,6 +55,13 @@ class EventBus:
                 sink.handle(record)
         return record
 
+    def progress(self, step: dict[str, Any], done: int, total: int) -> None:
+        """Byte progress of a running step, for sinks that draw it (not an event: not recorded)."""
+        for sink in self.sinks:
+            draw = getattr(sink, "progress", None)
+            if draw is not None:
+                draw(step, done, total)
+
     def close(self) -> None:
         with self._lock:
             for sink in self.sinks:

@@ -590,6 +590,7 @@ class Executor:
             processes=self.processes,
             kill_grace=self.options.kill_grace,
             emit_output=lambda line, stream: self.emit_output(step, line, stream),
+            emit_progress=lambda done, total: self.events.progress(_step_ref(step), done, total),
             evaluator=lambda expression: evaluate(expression, {**context, "steps": self.base["steps"]}),
         )
         timed_out = threading.Event()

@@ -63,6 +63,7 @@ class TaskContext:
     processes: ProcessGroups = field(default_factory=ProcessGroups)
     kill_grace: float = 5.0
     emit_output: Callable[[str, str], None] = lambda line, stream: None
+    emit_progress: Callable[[int, int], None] = lambda done, total: None
     evaluator: Callable[[Any], Any] | None = None
 
     def cancelled(self) -> bool:
@@ -77,6 +78,10 @@ class TaskContext:
 
     def output(self, line: str, stream: str = "stdout") -> None:
         self.emit_output(line, stream)
+
+    def progress(self, done: int, total: int) -> None:
+        """Bytes done out of ``total``: a progress bar on a terminal, nothing elsewhere."""
+        self.emit_progress(done, total)
 
     def evaluate(self, expression: Any) -> Any:
         """The value of an expression over the run's context, now (re-read at every call)."""

@@ -2,11 +2,22 @@
 
 Relative patterns match under ``root`` (default: the current folder). Dot files are
 left out unless ``hidden: true``, as in the shell. Paths come back sorted (by name,
-mtime or size) and absolute unless ``relative: true``.
+mtime or size) and absolute unless ``relative: true``. As with ``find``, ``type: file``
+means regular files: links count only with ``follow_symlinks``, which also follows
+links to folders (a link loop is entered once). ``min_size``/``max_size`` keep files
+only. Excluded folders are not entered. glob only reads: it runs under ``--dry-run`` too.
 """
 
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from runner.errors import HandlerError
 from runner.schema import DURATION, SIZE, string_or_list
-from tasks._pending import not_built
+from runner.units import parse_duration, parse_size
+from tasks._walk import walk_all
 
 name = "glob"
 shorthand = "pattern"
@@ -36,10 +47,63 @@ result = {
     "paths": "matching paths, sorted",
     "count": "number of matches",
     "total_bytes": "sum of the matching files' sizes",
-    "matches": "list of {path, size, mtime}",
+    "matches": "list of {path, size, mtime (seconds since the epoch)}",
+    "root": "the folder relative patterns were matched under",
 }
 example = """\
 - id: old_logs
   glob: {pattern: "**/*.log", root: /var/log/app, older_than: 7d, min_size: 1MiB}
 """
-run = not_built(name)
+
+
+def _list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    root = os.path.abspath(os.path.join(ctx.cwd, os.path.expanduser(args.get("root", "."))))
+    if not os.path.isdir(root):
+        what = "is not a folder" if os.path.exists(root) else "does not exist"
+        raise HandlerError(f"glob root {root} {what}")
+    patterns = _list(args.get("pattern")) + _list(args.get("patterns"))
+    kind = args.get("type", "file")
+    min_size = parse_size(args["min_size"]) if "min_size" in args else None
+    max_size = parse_size(args["max_size"]) if "max_size" in args else None
+    now = time.time()
+    older = now - parse_duration(args["older_than"]) if "older_than" in args else None
+    newer = now - parse_duration(args["newer_than"]) if "newer_than" in args else None
+    found = []
+    for entry in walk_all(
+        patterns,
+        root,
+        _list(args.get("exclude")),
+        bool(args.get("hidden")),
+        bool(args.get("follow_symlinks")),
+    ):
+        if (kind == "file" and not entry.is_file) or (kind == "dir" and not entry.is_dir):
+            continue
+        if (min_size is not None or max_size is not None) and not entry.is_file:
+            continue  # sizes are files' sizes
+        if (min_size is not None and entry.size < min_size) or (
+            max_size is not None and entry.size > max_size
+        ):
+            continue
+        if (older is not None and entry.mtime > older) or (newer is not None and entry.mtime < newer):
+            continue
+        found.append(entry)
+    key = {"name": lambda e: e.path, "mtime": lambda e: (e.mtime, e.path), "size": lambda e: (e.size, e.path)}
+    found.sort(key=key[args.get("sort", "name")], reverse=bool(args.get("reverse")))
+    if args.get("limit") is not None:
+        found = found[: args["limit"]]
+    relative = bool(args.get("relative"))
+    paths = [os.path.relpath(e.path, root) if relative else e.path for e in found]
+    return {
+        "paths": paths,
+        "count": len(paths),
+        "total_bytes": sum(e.size for e in found if e.is_file),
+        "matches": [{"path": p, "size": e.size, "mtime": e.mtime} for p, e in zip(paths, found, strict=True)],
+        "root": root,
+        "changed": False,
+    }

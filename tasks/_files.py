@@ -1,0 +1,110 @@
+"""File helpers the file handlers share: atomic writes, digests, error messages.
+
+Atomic: a file is written to a temporary file in its destination's folder (same file
+system, so the rename is atomic) and renamed into place; on any failure the temporary
+file is removed and the old destination is untouched. The data is not fsync'ed: a
+killed run never leaves a half-written file, but a power cut may lose the last writes,
+as with ``cp``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from runner.errors import HandlerError
+
+CHUNK = 1024 * 1024
+ALGORITHMS = ("md5", "sha1", "sha256", "sha512", "blake2b", "sha3_256")
+
+
+def os_error(exc: OSError, action: str, path: str) -> HandlerError:
+    """One line saying what failed on which path, and what to do when that is clear."""
+    reason = {
+        errno.ENOENT: "no such file or folder",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EISDIR: "is a folder",
+        errno.ENOTDIR: "a part of the path is not a folder",
+        errno.EROFS: "read-only file system",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    hint = {
+        errno.EACCES: " (check the permissions of the path and its folders)",
+        errno.ENOSPC: " (the destination was left as it was)",
+    }.get(exc.errno or 0, "")
+    return HandlerError(f"cannot {action} {path}: {reason}{hint}")
+
+
+@contextlib.contextmanager
+def temporary_beside(path: str) -> Iterator[str]:
+    """A temporary file name in ``path``'s folder; removed unless renamed away."""
+    folder = os.path.dirname(path) or "."
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield temporary
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def write_text_atomically(path: str, text: str, mode: int | None = None) -> None:
+    try:
+        with temporary_beside(path) as temporary:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.chmod(temporary, mode if mode is not None else default_mode(path))
+            os.replace(temporary, path)
+    except OSError as exc:
+        raise os_error(exc, "write", path) from exc
+
+
+def default_mode(path: str) -> int:
+    """The mode a new file gets (as ``cp`` would: 0666 less the umask), or the old file's."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def new_hash(algorithm: str) -> Any:
+    if algorithm not in ALGORITHMS:
+        raise HandlerError(f"unknown algorithm '{algorithm}': use one of {', '.join(ALGORITHMS)}")
+    return hashlib.new(algorithm)
+
+
+def file_digest(
+    path: str,
+    algorithm: str,
+    progress: Callable[[int], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> tuple[str, int]:
+    """(hex digest, size) of a file, read in 1 MiB chunks into one reused buffer."""
+    digest = new_hash(algorithm)
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    size = 0
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            while True:
+                count = handle.readinto(buffer)
+                if not count:
+                    break
+                digest.update(view[:count])
+                size += count
+                if progress is not None:
+                    progress(count)
+                if cancelled is not None and cancelled():
+                    raise HandlerError(f"cancelled while hashing {path}")
+    except OSError as exc:
+        raise os_error(exc, "read", path) from exc
+    return digest.hexdigest(), size

@@ -1,0 +1,228 @@
+"""Glob patterns matched in one ``os.scandir`` walk, shared by ``glob``, ``copy`` and ``hash``.
+
+A pattern is split at ``/`` into segments. ``**`` matches any number of folders
+(zero included); ``*``, ``?`` and ``[...]`` match within one name, as in the shell. A
+name starting with ``.`` is matched only by a segment that starts with ``.`` too, unless
+``hidden`` is set (the shell's rule). Patterns are matched against paths relative to
+the folder the walk starts from (the pattern's fixed leading part, such as ``/var/log``
+in ``/var/log/**/*.log``), and folders that no pattern can match below are not entered,
+nor are folders matched by ``exclude``.
+
+Symbolic links to folders are followed only with ``follow_symlinks``; a folder reached
+twice (a link loop) is entered once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+_MAGIC = re.compile(r"[*?\[]")
+
+
+def has_magic(text: str) -> bool:
+    return _MAGIC.search(text) is not None
+
+
+def split_base(pattern: str, root: str) -> tuple[str, str]:
+    """``(base folder, relative pattern)``: the pattern's leading part without wildcards."""
+    pattern = os.path.expanduser(pattern)
+    full = pattern if os.path.isabs(pattern) else os.path.join(root, pattern)
+    parts = full.split(os.sep)
+    fixed: list[str] = []
+    for index, part in enumerate(parts):
+        if has_magic(part) or part == "**":
+            return (os.sep.join(fixed) or os.sep), "/".join(parts[index:])
+        fixed.append(part)
+    # No wildcard at all: the pattern names one path.
+    return os.path.dirname(full) or os.sep, os.path.basename(full)
+
+
+def _segment_regex(segment: str) -> str:
+    """One name's pattern as a regex that never crosses ``/``."""
+    out, index = [], 0
+    while index < len(segment):
+        char = segment[index]
+        index += 1
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            end = index
+            if end < len(segment) and segment[end] in "!^":
+                end += 1
+            if end < len(segment) and segment[end] == "]":
+                end += 1
+            while end < len(segment) and segment[end] != "]":
+                end += 1
+            if end >= len(segment):
+                out.append("\\[")  # no closing bracket: a literal "["
+                continue
+            body = segment[index:end].replace("\\", "\\\\")
+            if body[:1] in "!^":
+                body = "^" + body[1:]
+            out.append(f"(?!/)[{body}]")
+            index = end + 1
+        else:
+            out.append(re.escape(char))
+    return "".join(out)
+
+
+@lru_cache(maxsize=1024)
+def compile_pattern(segments: tuple[str, ...], hidden: bool) -> re.Pattern[str]:
+    """The whole pattern as one regex over a relative path (``/`` separators)."""
+    parts: list[str] = []
+    visible = "" if hidden else "(?!\\.)"
+    for position, segment in enumerate(segments):
+        last = position == len(segments) - 1
+        if segment == "**":
+            # Any number of folders (zero included); with nothing after it, any path at all.
+            parts.append(f"(?:{visible}[^/]+/)*" if not last else f"(?:{visible}[^/]+/)*{visible}[^/]+")
+            continue
+        guard = "" if (hidden or segment.startswith(".")) else "(?!\\.)"
+        parts.append(guard + _segment_regex(segment) + ("" if last else "/"))
+    return re.compile("".join(parts) + "\\Z", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Pattern:
+    segments: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Pattern:
+        segments = tuple(s for s in text.replace(os.sep, "/").split("/") if s not in ("", "."))
+        # "a/**" also matches "a" itself only as a folder prefix; "**/**" is one "**".
+        collapsed: list[str] = []
+        for segment in segments:
+            if not (segment == "**" and collapsed and collapsed[-1] == "**"):
+                collapsed.append(segment)
+        return cls(tuple(collapsed))
+
+    def matches(self, relative: str, hidden: bool) -> bool:
+        return compile_pattern(self.segments, hidden).match(relative) is not None
+
+    def may_match_below(self, parts: tuple[str, ...], hidden: bool) -> bool:
+        """Whether some path inside the folder ``parts`` could match."""
+        return _prefix(self.segments, parts, hidden)
+
+
+def _name_matches(segment: str, name: str, hidden: bool) -> bool:
+    if name.startswith(".") and not hidden and not segment.startswith("."):
+        return False
+    if not has_magic(segment):
+        return segment == name
+    return re.fullmatch(_segment_regex(segment), name, re.DOTALL) is not None
+
+
+def _prefix(segments: tuple[str, ...], parts: tuple[str, ...], hidden: bool) -> bool:
+    if not parts:
+        return bool(segments)
+    if not segments:
+        return False
+    head, rest = segments[0], segments[1:]
+    if head == "**":
+        return True if (hidden or not parts[0].startswith(".")) else _prefix(rest, parts, hidden)
+    return _name_matches(head, parts[0], hidden) and _prefix(rest, parts[1:], hidden)
+
+
+@dataclass
+class Entry:
+    """One path found: where, what, and its stat (of the link itself unless followed)."""
+
+    path: str  # absolute
+    relative: str  # relative to the walk's base, with "/" separators
+    is_dir: bool
+    is_file: bool
+    is_link: bool
+    size: int
+    mtime: float
+
+
+def walk(
+    base: str,
+    patterns: Iterable[Pattern],
+    exclude: Iterable[Pattern] = (),
+    hidden: bool = False,
+    follow_symlinks: bool = False,
+) -> Iterator[Entry]:
+    """Every entry under ``base`` matched by a pattern and by no exclusion, in walk order."""
+    patterns = list(patterns)
+    exclude = list(exclude)
+    seen: set[tuple[int, int]] = set()
+    try:
+        top = os.stat(base)
+    except OSError:
+        return
+    seen.add((top.st_dev, top.st_ino))
+    stack: list[tuple[str, tuple[str, ...]]] = [(base, ())]
+    while stack:
+        folder, parts = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except (PermissionError, FileNotFoundError, NotADirectoryError):
+            continue
+        prefix = "/".join(parts) + "/" if parts else ""
+        for item in entries:
+            path_parts = (*parts, item.name)
+            relative = prefix + item.name
+            if any(p.matches(relative, True) for p in exclude):
+                continue
+            try:
+                is_link = item.is_symlink()
+                is_dir = item.is_dir(follow_symlinks=follow_symlinks)
+                is_file = item.is_file(follow_symlinks=follow_symlinks)
+            except OSError:
+                continue
+            if any(p.matches(relative, hidden) for p in patterns):
+                try:
+                    info = item.stat(follow_symlinks=follow_symlinks)
+                except OSError:
+                    info = None
+                yield Entry(
+                    item.path,
+                    relative,
+                    is_dir,
+                    is_file,
+                    is_link,
+                    info.st_size if info else 0,
+                    info.st_mtime if info else 0.0,
+                )
+            if is_dir and any(p.may_match_below(path_parts, hidden) for p in patterns):
+                if follow_symlinks:
+                    try:
+                        info = item.stat()
+                    except OSError:
+                        continue
+                    key = (info.st_dev, info.st_ino)
+                    if key in seen:
+                        continue  # a link loop, or a folder reached twice
+                    seen.add(key)
+                stack.append((item.path, path_parts))
+
+
+def walk_all(
+    patterns: Iterable[str],
+    root: str,
+    exclude: Iterable[str] = (),
+    hidden: bool = False,
+    follow_symlinks: bool = False,
+) -> Iterator[Entry]:
+    """Walk every pattern (relative to ``root`` unless absolute), each base folder once."""
+    by_base: dict[str, list[Pattern]] = {}
+    for text in patterns:
+        base, relative = split_base(text, root)
+        by_base.setdefault(os.path.normpath(base), []).append(Pattern.parse(relative))
+    excluded = [Pattern.parse(e) for e in exclude]
+    # An exclusion such as "*.tmp" (no folder) applies at any depth, as users mean it.
+    excluded += [Pattern(("**", *p.segments)) for p in excluded if len(p.segments) == 1]
+    seen: set[str] = set()
+    for base, group in by_base.items():
+        for entry in walk(base, group, excluded, hidden, follow_symlinks):
+            if entry.path not in seen:
+                seen.add(entry.path)
+                yield entry
