@@ -642,7 +642,7 @@ class Executor:
             status = "cancelled"
         elif error is not None:
             status = "failed"
-        elif result.get("skipped"):
+        elif result.get("skip_reason"):  # the handler found nothing to do (creates/removes)
             status = "skipped"
         else:
             status = "changed" if result.get("changed") else "ok"

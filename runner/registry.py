@@ -7,6 +7,11 @@ A handler is any object (a module or a class instance) with:
 - a docstring: its first line is the summary ``runbook tasks`` lists;
 - ``run(args, ctx) -> dict``: does the work and returns a JSON-able result.
 
+A handler signals "nothing to do" with ``skip_reason`` in its result, and failure by
+raising ``HandlerError``. The keys ``status``, ``ok``, ``changed``, ``failed``,
+``skipped``, ``attempts``, ``duration``, ``started`` and ``error`` of a result are the
+engine's (SPEC §2); a handler sets only ``changed`` among them.
+
 Optional: ``shorthand`` (the argument a scalar value stands for: ``shell: "ls"`` is
 ``shell: {cmd: "ls"}``), ``result`` (field → description), ``example`` (YAML), and
 ``unrendered`` (arguments the engine passes as written, because the handler

@@ -33,7 +33,7 @@ schema = {
 }
 result = {
     "uploaded": "list of {key, size, etag}",
-    "skipped": "number of objects already identical",
+    "unchanged": "number of objects already identical",
     "bytes": "bytes uploaded",
     "duration": "seconds spent uploading",
 }

@@ -125,7 +125,7 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
     cwd = str(Path(ctx.cwd) / os.path.expanduser(args["cwd"])) if args.get("cwd") else ctx.cwd
     reason = _guard(args, cwd)
     if reason:
-        return {"skipped": True, "skip_reason": reason, "changed": False}
+        return {"skip_reason": reason, "changed": False}
     if "argv" in args:
         argv = [str(part) for part in args["argv"]]
         display = shlex.join(argv)
