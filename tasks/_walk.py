@@ -8,17 +8,24 @@ the folder the walk starts from (the pattern's fixed leading part, such as ``/va
 in ``/var/log/**/*.log``), and folders that no pattern can match below are not entered,
 nor are folders matched by ``exclude``.
 
-Symbolic links to folders are followed only with ``follow_symlinks``; a folder reached
-twice (a link loop) is entered once.
+Symbolic links to folders are followed only with ``follow_symlinks``; a link to one of
+its own ancestors (a loop) is not entered, but a folder reached through two different
+links is walked under both, as ``find -L`` and ``cp -rL`` do.
+
+A folder that cannot be read is an error (a one-line ``HandlerError`` naming it), not a
+silent gap: a copy or a digest of a tree with holes in it would be wrong without saying so.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+
+from tasks._files import os_error
 
 _MAGIC = re.compile(r"[*?\[]")
 
@@ -142,6 +149,11 @@ class Entry:
     mtime: float
 
 
+def _name_regex(segment: str, hidden: bool) -> re.Pattern[str]:
+    guard = "" if (hidden or segment.startswith(".")) else "(?!\\.)"
+    return re.compile(guard + _segment_regex(segment) + "\\Z", re.DOTALL)
+
+
 def walk(
     base: str,
     patterns: Iterable[Pattern],
@@ -151,58 +163,75 @@ def walk(
 ) -> Iterator[Entry]:
     """Every entry under ``base`` matched by a pattern and by no exclusion, in walk order."""
     patterns = list(patterns)
-    exclude = list(exclude)
-    seen: set[tuple[int, int]] = set()
+    excluders = [compile_pattern(p.segments, True) for p in exclude]
+    # "**/NAME" patterns (the common case) need only the entry's name: folders that are
+    # entered were already checked, and "**" enters every folder it may.
+    name_only = all(len(p.segments) == 2 and p.segments[0] == "**" for p in patterns)
+    if name_only:
+        names = [_name_regex(p.segments[1], hidden) for p in patterns]
+    else:
+        matchers = [compile_pattern(p.segments, hidden) for p in patterns]
     try:
         top = os.stat(base)
-    except OSError:
+    except FileNotFoundError:
         return
-    seen.add((top.st_dev, top.st_ino))
-    stack: list[tuple[str, tuple[str, ...]]] = [(base, ())]
+    except OSError as exc:
+        raise os_error(exc, "read folder", base) from exc
+    Chain = tuple[tuple[int, int], ...]  # the (device, inode) of each folder above
+    stack: list[tuple[str, tuple[str, ...], Chain]] = [(base, (), ((top.st_dev, top.st_ino),))]
     while stack:
-        folder, parts = stack.pop()
+        folder, parts, ancestors = stack.pop()
         try:
             with os.scandir(folder) as listing:
                 entries = list(listing)
-        except (PermissionError, FileNotFoundError, NotADirectoryError):
-            continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone since it was listed
+        except OSError as exc:
+            raise os_error(exc, "read folder", folder) from exc
         prefix = "/".join(parts) + "/" if parts else ""
         for item in entries:
-            path_parts = (*parts, item.name)
-            relative = prefix + item.name
-            if any(p.matches(relative, True) for p in exclude):
+            name = item.name
+            relative = prefix + name
+            if excluders and any(x.match(relative) for x in excluders):
                 continue
+            if name_only:
+                matched = any(r.match(name) for r in names)
+            else:
+                matched = any(m.match(relative) for m in matchers)
             try:
-                is_link = item.is_symlink()
                 is_dir = item.is_dir(follow_symlinks=follow_symlinks)
-                is_file = item.is_file(follow_symlinks=follow_symlinks)
             except OSError:
                 continue
-            if any(p.matches(relative, hidden) for p in patterns):
+            if matched:
                 try:
-                    info = item.stat(follow_symlinks=follow_symlinks)
-                except OSError:
-                    info = None
-                yield Entry(
-                    item.path,
-                    relative,
-                    is_dir,
-                    is_file,
-                    is_link,
-                    info.st_size if info else 0,
-                    info.st_mtime if info else 0.0,
-                )
-            if is_dir and any(p.may_match_below(path_parts, hidden) for p in patterns):
-                if follow_symlinks:
+                    is_link = item.is_symlink()
                     try:
-                        info = item.stat()
-                    except OSError:
-                        continue
-                    key = (info.st_dev, info.st_ino)
-                    if key in seen:
-                        continue  # a link loop, or a folder reached twice
-                    seen.add(key)
-                stack.append((item.path, path_parts))
+                        info = item.stat(follow_symlinks=follow_symlinks)
+                    except FileNotFoundError:  # a broken link, followed: report the link itself
+                        info = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                is_file = stat.S_ISREG(info.st_mode)
+                yield Entry(item.path, relative, is_dir, is_file, is_link, info.st_size, info.st_mtime)
+            if not is_dir:
+                continue
+            path_parts = (*parts, name)
+            if name_only:
+                if not hidden and name.startswith("."):
+                    continue  # "**" does not enter hidden folders
+            elif not any(p.may_match_below(path_parts, hidden) for p in patterns):
+                continue
+            chain = ancestors
+            if follow_symlinks:
+                try:
+                    info = item.stat()
+                except OSError:
+                    continue
+                key = (info.st_dev, info.st_ino)
+                if key in ancestors:
+                    continue  # a link back to a folder above: a loop
+                chain = (*ancestors, key)
+            stack.append((item.path, path_parts, chain))
 
 
 def walk_all(

@@ -16,8 +16,8 @@ Under ``--dry-run`` nothing is written: the step lists what it would copy.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import stat
 import threading
 import time
@@ -27,7 +27,7 @@ from typing import Any
 
 from runner.errors import HandlerError
 from runner.schema import string_or_list
-from tasks._files import CHUNK, default_mode, os_error, temporary_beside
+from tasks._files import CHUNK, copy_fd, default_mode, os_error, temporary_beside
 from tasks._walk import has_magic, walk_all
 
 name = "copy"
@@ -105,8 +105,12 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
     items = plan(args, ctx.cwd)
     copier = Copier(args, ctx)
     todo = [item for item in items if copier.needs_copy(item)]
-    unchanged = sum(1 for item in items if item.kind != "dir") - sum(1 for i in todo if i.kind != "dir")
     files = [item for item in todo if item.kind != "dir"]
+    to_copy = {id(item) for item in todo}
+    kept = [item for item in items if item.kind != "dir" and id(item) not in to_copy]
+    # Identical content, but the mode or times asked for differ: fix those in place.
+    retouch = [item for item in kept if item.kind != "link" and copier.metadata_differs(item)]
+    unchanged = len(kept)
     total = sum(item.size for item in files)
     if ctx.dry_run:
         return {
@@ -114,21 +118,23 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
             "unchanged": unchanged,
             "bytes": 0,
             "files": [item.dest for item in files],
-            "changed": bool(todo),
+            "changed": bool(todo or retouch),
             "dry_run": f"would copy {len(files)} file{'s' if len(files) != 1 else ''} ({total} bytes), "
             f"{unchanged} unchanged",
         }
     copier.total = total
-    for item in todo:
-        if item.kind == "dir":
-            copier.make_folder(item.dest)
+    created = [item for item in todo if item.kind == "dir"]
+    for item in created:
+        copier.make_folder(item)
+    for item in retouch:
+        copier.retouch(item)
     if len(files) >= POOL_FROM:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(copier.put, files))
     else:
         for item in files:
             copier.put(item)
-    copier.finish_folders([item for item in items if item.kind == "dir"])
+    copier.finish_folders([item for item in items if item.kind == "dir"], created)
     return {
         "copied": len(files),
         "unchanged": unchanged,
@@ -136,7 +142,7 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
         "files": [item.dest for item in files],
         "backups": copier.backups,
         "duration": time.monotonic() - start,
-        "changed": bool(todo),
+        "changed": bool(todo or retouch),
     }
 
 
@@ -148,7 +154,7 @@ def plan(args: dict[str, Any], cwd: str) -> list[Item]:
     if "content" in args:
         if into:
             raise HandlerError(f"dest {dest} is a folder: content needs a file path")
-        return [Item("content", dest, text=args["content"].encode())]
+        return _ordered([Item("content", dest, text=args["content"].encode())], os.path.dirname(dest))
     follow = bool(args.get("follow_symlinks"))
     exclude = _list(args.get("exclude"))
     src_text = args["src"]
@@ -166,8 +172,12 @@ def plan(args: dict[str, Any], cwd: str) -> list[Item]:
             else:
                 items.append(_one(entry.path, target, follow))
         return _ordered(items, dest)
-    if not os.path.lexists(src):
-        raise HandlerError(f"source {src} does not exist")
+    try:
+        os.lstat(src)
+    except FileNotFoundError:
+        raise HandlerError(f"source {src} does not exist") from None
+    except OSError as exc:
+        raise os_error(exc, "read", src) from exc
     if os.path.isdir(src) and (follow or not os.path.islink(src)):
         _need_folder(dest)
         return _ordered(_tree(src, dest, exclude, follow), dest)
@@ -233,6 +243,7 @@ class Copier:
         self.done = 0  # bytes written, by every copying thread
         self.total = 0
         self._count = threading.Lock()
+        self._serial = 0
         self.backups: list[str] = []
         umask = os.umask(0)
         os.umask(umask)
@@ -279,9 +290,13 @@ class Copier:
 
     # -- doing ------------------------------------------------------------------------------
 
-    def make_folder(self, path: str) -> None:
+    def make_folder(self, item: Item) -> None:
+        """Create a folder, writable by us until ``finish_folders`` sets its final mode."""
+        path = item.dest
         try:
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path, 0o700 | self.folder_mode(item))
         except (FileExistsError, NotADirectoryError) as exc:
             raise HandlerError(f"cannot create folder {path}: a part of it is a file") from exc
         except OSError as exc:
@@ -290,38 +305,92 @@ class Copier:
     def put(self, item: Item) -> None:
         if self.ctx.cancelled():
             raise HandlerError("cancelled")
-        dest = item.dest
         try:
             if item.kind == "link":
                 self.put_link(item)
-                return
-            with temporary_beside(dest) as temporary:
-                if item.kind == "content":
-                    assert item.text is not None
-                    with open(temporary, "wb") as handle:
-                        handle.write(item.text)
-                    self.count(len(item.text))
-                    mode = self.mode if self.mode is not None else default_mode(dest)
-                    os.chmod(temporary, mode)
-                else:
-                    assert item.src is not None
-                    self.copy_bytes(item.src, temporary, item.size)
-                    self.set_metadata(item.src, temporary, dest)
-                self.keep_backup(dest)
-                os.replace(temporary, dest)
+            elif item.kind == "content":
+                self.put_content(item)
+            else:
+                self.put_file(item)
         except HandlerError:
             raise
         except OSError as exc:
             if item.src is not None and exc.filename == item.src:
                 raise os_error(exc, "read", item.src) from exc
-            raise os_error(exc, "write", dest) from exc
+            raise os_error(exc, "write", item.dest) from exc
+
+    def put_content(self, item: Item) -> None:
+        assert item.text is not None
+        with temporary_beside(item.dest) as temporary:
+            with open(temporary, "wb") as handle:
+                handle.write(item.text)
+            os.chmod(temporary, self.mode if self.mode is not None else default_mode(item.dest))
+            self.keep_backup(item.dest)
+            os.replace(temporary, item.dest)
+        self.count(len(item.text))
+
+    def put_file(self, item: Item) -> None:
+        """Copy through a temporary file created beside ``dest`` (O_EXCL), renamed over it."""
+        assert item.src is not None
+        temporary = self.temporary_name(item.dest)
+        try:
+            source = os.open(item.src, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise os_error(exc, "read", item.src) from exc
+        try:
+            info = os.fstat(source)
+            target = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                big = info.st_size >= BIG_FILE
+                copied = copy_fd(
+                    source,
+                    target,
+                    info.st_size,
+                    self.progress if big else None,
+                    self.ctx.cancelled if big else None,
+                )
+                os.fchmod(target, self.mode_for(info, item.dest))
+                if "times" in self.keep:
+                    os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+            finally:
+                os.close(target)
+            self.keep_backup(item.dest)
+            os.replace(temporary, item.dest)
+            if not big:
+                self.count(copied)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        finally:
+            os.close(source)
+
+    def temporary_name(self, dest: str) -> str:
+        with self._count:
+            self._serial += 1
+            serial = self._serial
+        folder, base = os.path.split(dest)
+        return os.path.join(folder, f".{base}.{os.getpid()}.{serial}.tmp")
+
+    def progress(self, count: int) -> None:
+        self.count(count)
+        self.ctx.progress(self.done, self.total)
+
+    def mode_for(self, info: os.stat_result, dest: str) -> int:
+        """preserve → the source's mode; mode → it; a replaced file keeps its own; else cp's rule."""
+        if "mode" in self.keep:
+            return stat.S_IMODE(info.st_mode)
+        if self.mode is not None:
+            return self.mode
+        try:
+            return stat.S_IMODE(os.stat(dest).st_mode)
+        except FileNotFoundError:
+            return stat.S_IMODE(info.st_mode) & ~self.umask
 
     def put_link(self, item: Item) -> None:
         assert item.src is not None
         target = os.readlink(item.src)
-        temporary = os.path.join(
-            os.path.dirname(item.dest), f".{os.path.basename(item.dest)}.{os.getpid()}.lnk"
-        )
+        temporary = self.temporary_name(item.dest)
         os.symlink(target, temporary)
         try:
             self.keep_backup(item.dest)
@@ -334,60 +403,62 @@ class Copier:
         with self._count:
             self.done += written
 
-    def copy_bytes(self, src: str, dest: str, size: int) -> None:
-        if size < BIG_FILE:
-            shutil.copyfile(src, dest)
-            self.count(size)
-            return
-        # Big files: the kernel copies (sendfile), in chunks, so progress shows and a
-        # cancellation stops between chunks.
-        with open(src, "rb") as source, open(dest, "wb") as target:
-            offset = 0
-            while True:
-                sent = os.sendfile(target.fileno(), source.fileno(), offset, 64 * CHUNK)
-                if sent == 0:
-                    break
-                offset += sent
-                self.count(sent)
-                self.ctx.progress(self.done, self.total)
-                if self.ctx.cancelled():
-                    raise HandlerError(f"cancelled while copying {src}")
-
-    def set_metadata(self, src: str, temporary: str, dest: str) -> None:
-        info = os.stat(src)
-        if "mode" in self.keep:
-            mode = stat.S_IMODE(info.st_mode)
-        elif self.mode is not None:
-            mode = self.mode
-        elif os.path.exists(dest):
-            mode = stat.S_IMODE(os.stat(dest).st_mode)
-        else:
-            mode = stat.S_IMODE(info.st_mode) & ~self.umask
-        os.chmod(temporary, mode)
-        if "times" in self.keep:
-            os.utime(temporary, ns=(info.st_atime_ns, info.st_mtime_ns))
-
     def keep_backup(self, dest: str) -> None:
         if not self.backup or not os.path.lexists(dest):
             return
-        number = 1
-        while os.path.lexists(f"{dest}.~{number}~"):
-            number += 1
-        backup = f"{dest}.~{number}~"
+        # One more than the highest number there, as cp --backup=numbered does.
+        folder, base = os.path.split(dest)
+        prefix = f"{base}.~"
+        numbers = [
+            int(n[len(prefix) : -1])
+            for n in os.listdir(folder or ".")
+            if n.startswith(prefix) and n.endswith("~") and n[len(prefix) : -1].isdigit()
+        ]
+        backup = f"{dest}.~{max(numbers, default=0) + 1}~"
         os.link(dest, backup, follow_symlinks=False)  # the old file itself, kept under a new name
         self.backups.append(backup)
 
-    def finish_folders(self, folders: list[Item]) -> None:
-        """Folders' modes and times, deepest first (writing into a folder changes its mtime)."""
-        if not self.keep:
-            return
+    def folder_mode(self, item: Item) -> int:
+        """A new folder's mode: the source folder's (less the umask unless preserved), as cp does."""
+        if item.src is None:
+            return 0o777 & ~self.umask
+        mode = stat.S_IMODE(os.stat(item.src).st_mode)
+        return mode if "mode" in self.keep else mode & ~self.umask
+
+    def metadata_differs(self, item: Item) -> bool:
+        """Whether a file whose content is already right needs its mode or times set."""
+        try:
+            current = os.stat(item.dest)
+            wanted = self.mode
+            source = os.stat(item.src) if item.src else None
+            if "mode" in self.keep and source is not None:
+                wanted = stat.S_IMODE(source.st_mode)
+            if wanted is not None and stat.S_IMODE(current.st_mode) != wanted:
+                return True
+            return "times" in self.keep and source is not None and current.st_mtime_ns != source.st_mtime_ns
+        except OSError:
+            return False
+
+    def retouch(self, item: Item) -> None:
+        source = os.stat(item.src) if item.src else None
+        try:
+            if "mode" in self.keep and source is not None:
+                os.chmod(item.dest, stat.S_IMODE(source.st_mode))
+            elif self.mode is not None:
+                os.chmod(item.dest, self.mode)
+            if "times" in self.keep and source is not None:
+                os.utime(item.dest, ns=(source.st_atime_ns, source.st_mtime_ns))
+        except OSError as exc:
+            raise os_error(exc, "set the mode or times of", item.dest) from exc
+
+    def finish_folders(self, folders: list[Item], created: list[Item]) -> None:
+        """Folders' final modes, then times, deepest first (writing into a folder changes its mtime)."""
+        made = {item.dest for item in created}
         for item in sorted(folders, key=lambda i: i.dest.count(os.sep), reverse=True):
-            if item.src is None:
-                continue
-            info = os.stat(item.src)
-            if "mode" in self.keep:
-                os.chmod(item.dest, stat.S_IMODE(info.st_mode))
-            if "times" in self.keep:
+            if item.dest in made or ("mode" in self.keep and item.src is not None):
+                os.chmod(item.dest, self.folder_mode(item))
+            if "times" in self.keep and item.src is not None:
+                info = os.stat(item.src)
                 os.utime(item.dest, ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
