@@ -149,9 +149,14 @@ class Entry:
     mtime: float
 
 
-def _name_regex(segment: str, hidden: bool) -> re.Pattern[str]:
+def _name_regex(segment: str, hidden: bool) -> str:
     guard = "" if (hidden or segment.startswith(".")) else "(?!\\.)"
-    return re.compile(guard + _segment_regex(segment) + "\\Z", re.DOTALL)
+    return guard + _segment_regex(segment) + "\\Z"
+
+
+def _either(regexes: list[str]) -> re.Pattern[str] | None:
+    """One compiled alternation: a single match call per entry, whatever the count."""
+    return re.compile("|".join(f"(?:{r})" for r in regexes), re.DOTALL) if regexes else None
 
 
 def walk(
@@ -163,14 +168,16 @@ def walk(
 ) -> Iterator[Entry]:
     """Every entry under ``base`` matched by a pattern and by no exclusion, in walk order."""
     patterns = list(patterns)
-    excluders = [compile_pattern(p.segments, True) for p in exclude]
+    excluded = _either([compile_pattern(p.segments, True).pattern for p in exclude])
     # "**/NAME" patterns (the common case) need only the entry's name: folders that are
     # entered were already checked, and "**" enters every folder it may.
     name_only = all(len(p.segments) == 2 and p.segments[0] == "**" for p in patterns)
     if name_only:
-        names = [_name_regex(p.segments[1], hidden) for p in patterns]
+        wanted = _either([_name_regex(p.segments[1], hidden) for p in patterns])
     else:
-        matchers = [compile_pattern(p.segments, hidden) for p in patterns]
+        wanted = _either([compile_pattern(p.segments, hidden).pattern for p in patterns])
+    if wanted is None:
+        return
     try:
         top = os.stat(base)
     except FileNotFoundError:
@@ -191,18 +198,15 @@ def walk(
         prefix = "/".join(parts) + "/" if parts else ""
         for item in entries:
             name = item.name
-            relative = prefix + name
-            if excluders and any(x.match(relative) for x in excluders):
+            if excluded is not None and excluded.match(prefix + name):
                 continue
-            if name_only:
-                matched = any(r.match(name) for r in names)
-            else:
-                matched = any(m.match(relative) for m in matchers)
+            matched = wanted.match(name if name_only else prefix + name)
             try:
                 is_dir = item.is_dir(follow_symlinks=follow_symlinks)
             except OSError:
                 continue
             if matched:
+                relative = prefix + name
                 try:
                     is_link = item.is_symlink()
                     try:
