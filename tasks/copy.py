@@ -249,39 +249,40 @@ class Copier:
     # -- deciding ---------------------------------------------------------------------------
 
     def needs_copy(self, item: Item) -> bool:
+        """Whether ``item`` must be written; one ``lstat`` of the destination decides most cases."""
+        try:
+            current = os.lstat(item.dest)
+        except FileNotFoundError:
+            return True
+        except NotADirectoryError:
+            raise HandlerError(f"dest {_file_above(item.dest)} is a file where a folder is needed") from None
+        except OSError as exc:
+            raise os_error(exc, "look at", item.dest) from exc
+        is_folder = stat.S_ISDIR(current.st_mode)
         if item.kind == "dir":
-            if os.path.isdir(item.dest):
+            if is_folder or (stat.S_ISLNK(current.st_mode) and os.path.isdir(item.dest)):
                 return False
-            if os.path.lexists(item.dest):
-                raise HandlerError(f"dest {item.dest} is a file where a folder is needed")
-            return True
-        if not os.path.lexists(item.dest):
-            return True
+            raise HandlerError(f"dest {item.dest} is a file where a folder is needed")
         if self.overwrite == "never":
             return False
-        if item.kind != "link" and os.path.isdir(item.dest) and not os.path.islink(item.dest):
+        if is_folder and item.kind != "link":
             raise HandlerError(f"dest {item.dest} is a folder where a file is needed")
         if self.overwrite == "always":
             return True
-        return not self.same(item)
+        return not self.same(item, current)
 
-    def same(self, item: Item) -> bool:
-        """Whether ``item.dest`` already holds what would be written: size first, then bytes."""
+    def same(self, item: Item, current: os.stat_result) -> bool:
+        """Whether the destination already holds what would be written: size first, then bytes."""
         if item.kind == "link":
-            return os.path.islink(item.dest) and os.readlink(item.dest) == os.readlink(item.src or "")
-        if os.path.islink(item.dest):
+            return stat.S_ISLNK(current.st_mode) and os.readlink(item.dest) == os.readlink(item.src or "")
+        if not stat.S_ISREG(current.st_mode):
             return False
         try:
             if item.kind == "content":
                 assert item.text is not None
-                if os.path.getsize(item.dest) != len(item.text):
-                    return False
-                with open(item.dest, "rb") as handle:
-                    return handle.read() == item.text
+                return current.st_size == len(item.text) and _read_all(item.dest) == item.text
             assert item.src is not None
-            if os.path.getsize(item.dest) != item.size:
-                return False
-            return _same_bytes(item.src, item.dest)
+            return current.st_size == item.size and _same_bytes(item.src, item.dest, item.size)
         except OSError:
             return False
 
@@ -424,6 +425,8 @@ class Copier:
 
     def metadata_differs(self, item: Item) -> bool:
         """Whether a file whose content is already right needs its mode or times set."""
+        if self.mode is None and not self.keep:
+            return False
         try:
             current = os.stat(item.dest)
             wanted = self.mode
@@ -466,11 +469,35 @@ def _parse_mode(value: Any) -> int:
     return int(str(value), 8)
 
 
-def _same_bytes(a: str, b: str) -> bool:
-    with open(a, "rb") as first, open(b, "rb") as second:
-        while True:
-            left = first.read(CHUNK)
-            if left != second.read(CHUNK):
-                return False
-            if not left:
-                return True
+def _file_above(path: str) -> str:
+    """The nearest parent of ``path`` that exists and is not a folder."""
+    parent = os.path.dirname(path)
+    while parent and parent != os.path.dirname(parent):
+        if os.path.lexists(parent) and not os.path.isdir(parent):
+            return parent
+        parent = os.path.dirname(parent)
+    return path
+
+
+def _read_all(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _same_bytes(a: str, b: str, size: int) -> bool:
+    """Compare two files' bytes; small files in one read each, without buffered file objects."""
+    first = os.open(a, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        second = os.open(b, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            step = min(max(size, 1), CHUNK)
+            while True:
+                left = os.read(first, step)
+                if left != os.read(second, step):
+                    return False
+                if not left:
+                    return True
+        finally:
+            os.close(second)
+    finally:
+        os.close(first)
