@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 
 @dataclass
@@ -73,13 +77,16 @@ def play(
     stdin: Any = subprocess.DEVNULL,
     timeout: float = 90,
     env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> Play:
-    """Write ``text`` as a playbook and run it with a real ``runbook play`` process."""
+    """Write ``text`` as a playbook and run it with a real ``runbook play`` process.
+
+    ``prefix`` comes before the command, such as ``restricted_prefix``'s ``setpriv``."""
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     proc = subprocess.run(
-        [sys.executable, "-m", "runner", "play", str(path), "--output", "json", *args],
+        [*prefix, sys.executable, "-m", "runner", "play", str(path), "--output", "json", *args],
         cwd=cwd or tmp_path,
         stdin=stdin,
         capture_output=True,
@@ -90,3 +97,29 @@ def play(
     )
     assert "Traceback" not in proc.stderr, proc.stderr
     return Play(proc.returncode, proc.stdout, proc.stderr, parse_events(proc.stdout))
+
+
+DROP_DAC = "-dac_override,-dac_read_search"
+
+
+def restricted_prefix(tmp_path: Path) -> list[str]:
+    """A command prefix under which file permissions apply, even when the tests run as root.
+
+    As root, runbook runs without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (``setpriv``),
+    so a mode-000 file is as unreadable to it as to anyone: a real EACCES, no mock."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("tests run as root and setpriv is missing: root bypasses file permissions")
+    prefix = [setpriv, f"--inh-caps={DROP_DAC}", f"--bounding-set={DROP_DAC}"]
+    probe = tmp_path / "permission-probe"
+    probe.write_text("x")
+    probe.chmod(0)
+    try:
+        proc = subprocess.run([*prefix, "cat", str(probe)], capture_output=True)
+    finally:
+        probe.unlink()
+    if proc.returncode == 0:
+        pytest.skip("dropping CAP_DAC_OVERRIDE did not make a mode-000 file unreadable here")
+    return prefix

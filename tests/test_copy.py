@@ -30,11 +30,10 @@ from typing import Any
 
 import pytest
 
-from .playing import Play, parse_events, play
+from .playing import Play, parse_events, play, restricted_prefix
 
 MiB = 1024 * 1024
 OLD_NS = 978_307_200_000_000_000  # 2001-01-01T00:00:00Z, in nanoseconds
-DROP_DAC = "-dac_override,-dac_read_search"
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -144,44 +143,6 @@ def age_tree(root: Path) -> None:
         if not path.is_symlink():
             os.utime(path, ns=(OLD_NS, OLD_NS + offset * 1_000_000_123))
     os.utime(root, ns=(OLD_NS, OLD_NS - 7_000_000_000))
-
-
-def restricted_prefix(tmp_path: Path) -> list[str]:
-    """A command prefix under which file permissions apply, even when the tests run as root.
-
-    As root, runbook runs without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (``setpriv``),
-    so a mode-000 file is as unreadable to it as to anyone: a real EACCES, no mock."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("tests run as root and setpriv is missing: root bypasses file permissions")
-    prefix = [setpriv, f"--inh-caps={DROP_DAC}", f"--bounding-set={DROP_DAC}"]
-    probe = tmp_path / "permission-probe"
-    probe.write_text("x")
-    probe.chmod(0)
-    try:
-        proc = subprocess.run([*prefix, "cat", str(probe)], capture_output=True)
-    finally:
-        probe.unlink()
-    if proc.returncode == 0:
-        pytest.skip("dropping CAP_DAC_OVERRIDE did not make a mode-000 file unreadable here")
-    return prefix
-
-
-def play_restricted(tmp_path: Path, text: str) -> Play:
-    prefix = restricted_prefix(tmp_path)
-    path = tmp_path / "play.yml"
-    path.write_text(text)
-    proc = subprocess.run(
-        [*prefix, sys.executable, "-m", "runner", "play", str(path), "--output", "json"],
-        cwd=tmp_path,
-        capture_output=True,
-        encoding="utf-8",
-        timeout=90,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return Play(proc.returncode, proc.stdout, proc.stderr, parse_events(proc.stdout))
 
 
 def one_line_error(step: dict[str, Any]) -> str:
@@ -730,9 +691,10 @@ def test_permission_denied_names_the_path_and_writes_nothing(tmp_path):
     locked.chmod(0)
     readonly.chmod(0o555)
     try:
-        run = play_restricted(
+        run = play(
             tmp_path,
-            book(
+            prefix=restricted_prefix(tmp_path),
+            text=book(
                 [
                     {
                         "id": "read",
@@ -765,7 +727,11 @@ def test_unreadable_folder_inside_the_tree_fails_the_copy(tmp_path):
     (src / "open.txt").write_text("open\n")
     (src / "locked").chmod(0)
     try:
-        run = play_restricted(tmp_path, book([{"id": "c", "copy": {"src": "src", "dest": "out"}}]))
+        run = play(
+            tmp_path,
+            prefix=restricted_prefix(tmp_path),
+            text=book([{"id": "c", "copy": {"src": "src", "dest": "out"}}]),
+        )
     finally:
         (src / "locked").chmod(0o755)
     assert run.returncode == 1, run.stderr
@@ -781,8 +747,10 @@ def test_source_in_a_folder_without_search_permission_says_permission_denied(tmp
     (tmp_path / "locked" / "f.txt").write_text("f\n")
     (tmp_path / "locked").chmod(0o600)  # readable listing, but no search (x) permission
     try:
-        run = play_restricted(
-            tmp_path, book([{"id": "c", "copy": {"src": "locked/f.txt", "dest": "out.txt"}}])
+        run = play(
+            tmp_path,
+            prefix=restricted_prefix(tmp_path),
+            text=book([{"id": "c", "copy": {"src": "locked/f.txt", "dest": "out.txt"}}]),
         )
     finally:
         (tmp_path / "locked").chmod(0o755)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -21,12 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from .playing import Play, parse_events, play
+from .playing import Play, parse_events, play, restricted_prefix
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
-DROP_DAC = "-dac_override,-dac_read_search"
 
 # relative path: (size in bytes, age in seconds); every size and every age distinct.
 FILES: dict[str, tuple[int, int]] = {
@@ -135,29 +131,6 @@ def check_against_find(found: dict[str, Any], expected: list[str], follow: bool 
         if match["path"] in sizes:
             assert match["size"] == sizes[match["path"]]
             assert abs(match["mtime"] - os.stat(match["path"]).st_mtime) < 1e-5
-
-
-def restricted_prefix(tmp_path: Path) -> list[str]:
-    """Run as root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH so permissions apply (no mock)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("tests run as root and setpriv is missing: root bypasses file permissions")
-    prefix = [setpriv, f"--inh-caps={DROP_DAC}", f"--bounding-set={DROP_DAC}"]
-    probe = tmp_path / "permission-probe"
-    probe.write_text("x")
-    probe.chmod(0)
-    try:
-        proc = subprocess.run([*prefix, "cat", str(probe)], capture_output=True)
-    finally:
-        probe.unlink()
-    if proc.returncode == 0:
-        pytest.skip("dropping CAP_DAC_OVERRIDE did not make a mode-000 file unreadable here")
-    return prefix
-
-
-# -- matching -----------------------------------------------------------------------------------
 
 
 def test_double_star_and_name_patterns_match_find(tmp_path):

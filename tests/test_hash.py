@@ -25,10 +25,9 @@ from typing import Any
 
 import pytest
 
-from .playing import Play, parse_events, play
+from .playing import Play, parse_events, play, restricted_prefix
 
 MiB = 1024 * 1024
-DROP_DAC = "-dac_override,-dac_read_search"
 TOOLS = {"md5": "md5sum", "sha1": "sha1sum", "sha256": "sha256sum", "sha512": "sha512sum", "blake2b": "b2sum"}
 
 
@@ -111,40 +110,6 @@ def one_line_error(step: dict[str, Any]) -> str:
     error = step["error"]
     assert isinstance(error, str) and error and "\n" not in error, error
     return error
-
-
-def restricted_prefix(tmp_path: Path) -> list[str]:
-    """Run as root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH so permissions apply (no mock)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("tests run as root and setpriv is missing: root bypasses file permissions")
-    prefix = [setpriv, f"--inh-caps={DROP_DAC}", f"--bounding-set={DROP_DAC}"]
-    probe = tmp_path / "permission-probe"
-    probe.write_text("x")
-    probe.chmod(0)
-    try:
-        proc = subprocess.run([*prefix, "cat", str(probe)], capture_output=True)
-    finally:
-        probe.unlink()
-    if proc.returncode == 0:
-        pytest.skip("dropping CAP_DAC_OVERRIDE did not make a mode-000 file unreadable here")
-    return prefix
-
-
-def play_restricted(tmp_path: Path, text: str, prefix: list[str]) -> Play:
-    path = tmp_path / "play.yml"
-    path.write_text(text)
-    proc = subprocess.run(
-        [*prefix, sys.executable, "-m", "runner", "play", str(path), "--output", "json"],
-        cwd=tmp_path,
-        capture_output=True,
-        encoding="utf-8",
-        timeout=90,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return Play(proc.returncode, proc.stdout, proc.stderr, parse_events(proc.stdout))
 
 
 def temporaries(folder: Path) -> list[str]:
@@ -446,7 +411,7 @@ def test_permission_denied_names_the_path(tmp_path):
     locked.chmod(0)
     readonly.chmod(0o555)
     try:
-        run = play_restricted(
+        run = play(
             tmp_path,
             book(
                 [
@@ -454,7 +419,7 @@ def test_permission_denied_names_the_path(tmp_path):
                     {"id": "write", "hash": {"path": "ok.bin", "write": "readonly/SHA256SUMS"}},
                 ]
             ),
-            prefix,
+            prefix=prefix,
         )
     finally:
         locked.chmod(0o600)
@@ -478,7 +443,7 @@ def test_unreadable_folder_inside_a_hashed_folder_fails(tmp_path):
     (data / "open.txt").write_text("open\n")
     (data / "locked").chmod(0)
     try:
-        run = play_restricted(tmp_path, book([{"id": "h", "hash": {"path": "data"}}]), prefix)
+        run = play(tmp_path, book([{"id": "h", "hash": {"path": "data"}}]), prefix=prefix)
     finally:
         (data / "locked").chmod(0o755)
     assert run.returncode == 1, run.stderr
