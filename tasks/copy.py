@@ -337,6 +337,8 @@ class Copier:
             raise os_error(exc, "read", item.src) from exc
         try:
             info = os.fstat(source)
+            if info.st_size >= BIG_FILE:
+                _remove_stale_temporaries(item.dest)
             target = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
                 big = info.st_size >= BIG_FILE
@@ -467,6 +469,32 @@ def _parse_mode(value: Any) -> int:
     if isinstance(value, int):
         return value
     return int(str(value), 8)
+
+
+def _remove_stale_temporaries(dest: str) -> None:
+    """Remove ``.NAME.PID.N.tmp`` files that a killed copy to ``dest`` left behind.
+
+    A SIGKILL cannot be caught, so a copy killed mid-write leaves its temporary file (the
+    destination itself is intact). Big ones are worth reclaiming: before copying a big file,
+    those whose process is gone are removed.
+    """
+    folder, base = os.path.split(dest)
+    prefix = f".{base}."
+    try:
+        names = [n for n in os.listdir(folder or ".") if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix) :].split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+        except PermissionError:
+            pass  # another user's live process
 
 
 def _file_above(path: str) -> str:

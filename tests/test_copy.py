@@ -968,3 +968,22 @@ def test_sigkill_at_any_moment_leaves_the_old_or_the_new_file_never_a_partial_on
         for path in [src, dest, *(folder / n for n in temporaries(folder))]:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def test_a_big_copy_removes_temporaries_that_killed_runs_left(tmp_path):
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as handle:
+        handle.truncate(40 * MiB)  # over the size from which leftovers are looked for
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = out / f".big.bin.{dead.pid}.1.tmp"
+    stale.write_bytes(b"half a copy")
+    mine = out / ".other.bin.1.1.tmp"  # another file's temporary: not ours to touch
+    mine.write_bytes(b"x")
+    run = play(tmp_path, book([{"id": "c", "copy": {"src": "big.bin", "dest": "out/"}}]))
+    assert run.step("c")["status"] == "changed"
+    assert not stale.exists()
+    assert mine.exists()
+    assert (out / "big.bin").stat().st_size == 40 * MiB
