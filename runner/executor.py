@@ -30,7 +30,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -107,12 +107,13 @@ class Executor:
         self.cancelled = threading.Event()
         self.results: dict[str, dict[str, Any]] = {}  # by step id, for templates
         self._done: queue.Queue[tuple[Unit, dict[str, Any]]] = queue.Queue()
-        self._active: set[threading.Event] = set()  # cancel events of running attempts
+        # The cancel event of each running attempt, with the ids of its enclosing groups.
+        self._active: dict[threading.Event, frozenset[int]] = {}
         self._active_lock = threading.Lock()
         self.max_parallel = self.options.max_parallel or (os.cpu_count() or 1) * 4
         self._slots = threading.BoundedSemaphore(self.max_parallel)
         self._group_slots: dict[int, threading.BoundedSemaphore] = {}
-        self._group_cancel: dict[int, threading.Event] = {}
+        self._cancelled_groups: set[int] = set()  # groups a fail_fast failure stopped
         self.started_at = datetime.now().astimezone()
         self.workers = Workers()
         from runner.checks import combined_schema
@@ -232,7 +233,6 @@ class Executor:
                 and unit.groups
                 and _render_bool(unit.groups[-1].fail_fast, self.base)
             ):
-                self._group_cancel.setdefault(id(unit.groups[-1]), threading.Event()).set()
                 self.cancel_group(unit.groups[-1])
             for succ in unit.succs:
                 waiting[succ] -= 1
@@ -350,12 +350,14 @@ class Executor:
         return result
 
     def group_cancelled(self, unit: Unit) -> bool:
-        return any(id(g) in self._group_cancel and self._group_cancel[id(g)].is_set() for g in unit.groups)
+        return any(id(g) in self._cancelled_groups for g in unit.groups)
 
     def cancel_group(self, group: Group) -> None:
+        """fail_fast: stop the group's running members; pending ones will not start."""
+        self._cancelled_groups.add(id(group))
         with self._active_lock:
-            for event in list(self._active):
-                if getattr(event, "group_ids", ()) and id(group) in event.group_ids:  # type: ignore[attr-defined]
+            for event, group_ids in self._active.items():
+                if id(group) in group_ids:
                     event.set()
 
     def skip_reason(
@@ -580,7 +582,7 @@ class Executor:
             return _result_record("failed", 1, 0.0, None, error=str(exc)), Failure(str(exc))
         dry_run = self.options.dry_run and step.dry_run != "run"
         cancel = threading.Event()
-        cancel.group_ids = {id(g) for g in groups}  # type: ignore[attr-defined]
+        group_ids = frozenset(id(g) for g in groups)
         task = TaskContext(
             step_label=step.label,
             dry_run=dry_run,
@@ -608,7 +610,7 @@ class Executor:
             slot.acquire()
         self._slots.acquire()
         with self._active_lock:
-            self._active.add(cancel)
+            self._active[cancel] = group_ids
         if self.cancelled.is_set():
             cancel.set()
         raw: Any = None
@@ -626,7 +628,7 @@ class Executor:
             if timer is not None:
                 timer.cancel()
             with self._active_lock:
-                self._active.discard(cancel)
+                self._active.pop(cancel, None)
             self._slots.release()
             for slot in reversed(slots):
                 slot.release()
@@ -637,7 +639,7 @@ class Executor:
             error = f"timed out after {format_duration(timeout or 0)}"
             result["timed_out"] = True
             status = "failed"
-        elif cancel.is_set() and (self.cancelled.is_set() or self.group_cancelled_ids(cancel)):
+        elif cancel.is_set() and (self.cancelled.is_set() or group_ids & self._cancelled_groups):
             error = "cancelled" + (f" ({self.cancel_reason})" if self.cancel_reason else "")
             status = "cancelled"
         elif error is not None:
@@ -665,10 +667,6 @@ class Executor:
 
     def emit_output(self, step: Step, line: str, stream: str) -> None:
         self.events.emit("step_output", step=_step_ref(step), stream=stream, line=line)
-
-    def group_cancelled_ids(self, cancel: threading.Event) -> bool:
-        ids: set[int] = getattr(cancel, "group_ids", set())
-        return any(self._group_cancel.get(i) is not None and self._group_cancel[i].is_set() for i in ids)
 
     def verdict(
         self, step: Step, context: dict[str, Any], status: str, error: str | None
@@ -849,7 +847,3 @@ def _duration(value: Any, context: Mapping[str, Any]) -> float | None:
     if value is None:
         return None
     return parse_duration(_render(value, context))
-
-
-def steps_in_order(units: Iterable[Unit]) -> list[Step]:
-    return [u.node for u in units if u.kind == "step" and isinstance(u.node, Step)]
