@@ -343,6 +343,7 @@ class TemplateSyntax(Exception):
 # `{{ name }}` or `{{ name.attr.attr }}`: most templates are only these, and reading them
 # needs no parse (a Jinja parse costs about a millisecond; validate reads every template).
 _SIMPLE_PRINT = re.compile(r"\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*-?\}\}")
+_NEWLINE = re.compile(r"\r\n|\r|\n")  # as Jinja counts lines
 # Words a dotted name may not contain: constants, and Jinja's operators and keywords.
 _NOT_NAMES = {
     "true",
@@ -378,7 +379,7 @@ def _analyze_simple(source: str) -> TemplateRefs | None:
         name, attrs = match.groups()
         if name in _NOT_NAMES or any(part in _NOT_NAMES for part in attrs.split(".")):
             return None
-        refs.names.setdefault(name, source.count("\n", 0, match.start()) + 1)
+        refs.names.setdefault(name, len(_NEWLINE.findall(source, 0, match.start())) + 1)
         if name == "steps" and attrs:
             refs.steps.add(attrs.split(".")[1])
     rest = _SIMPLE_PRINT.sub("", source)

@@ -9,10 +9,16 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
 # Hypothesis keeps its caches in ./.hypothesis by default: keep them out of the checkout.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "runbook-hypothesis")
+# In CI the property tests replay the same examples every run, so a landing never depends on
+# luck; locally they explore new ones each run (and have found real bugs that way).
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parent.parent
 
