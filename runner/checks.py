@@ -102,6 +102,7 @@ class Checker:
         self.schema, self.checker = combined_schema(handlers)
         self.problems: list[Diagnostic] = list(document.problems)
         self.ids: dict[str, Node] = {}
+        self._step_keys_schema: dict[str, Any] | None = None
         # Where each variable was defined: (source map, path prefix, the names and values).
         self.var_sources: list[tuple[SourceMap, JsonPath, dict[str, Any]]] = []
 
@@ -210,10 +211,10 @@ class Checker:
             )
             return None
         name = handler_keys[0]
-        for key in raw:
-            if key in STEP_KEYS:
-                problems = self.checker.check(raw[key], self.step_key_schema(key))
-                self.report_problems((*path, key), problems, where, (key,))
+        step_keys = {key: value for key, value in raw.items() if key in STEP_KEYS}
+        if step_keys:  # one validation for all of a step's keys: problems' paths start at the key
+            problems = self.checker.check(step_keys, self.step_keys_schema())
+            self.report_problems(path, problems, where)
         args = self.handler_args(path, name, raw[name], where)
         options = merge_defaults(defaults, {k: v for k, v in raw.items() if k in STEP_KEYS})
         step = Step(path=path, section=section, handler=name, args=args, source=self.source)
@@ -221,8 +222,11 @@ class Checker:
         self.register_id(step, path, where)
         return step
 
-    def step_key_schema(self, key: str) -> Mapping[str, Any]:
-        return self.schema["$defs"]["task_step"]["properties"][key]
+    def step_keys_schema(self) -> Mapping[str, Any]:
+        if self._step_keys_schema is None:
+            properties = self.schema["$defs"]["task_step"]["properties"]
+            self._step_keys_schema = {"type": "object", "properties": {k: properties[k] for k in STEP_KEYS}}
+        return self._step_keys_schema
 
     def unknown_step_key(self, path: JsonPath, key: str, has_handler: bool, where: Any) -> None:
         key_path = (*path, key)
