@@ -159,6 +159,13 @@ def _either(regexes: list[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{r})" for r in regexes), re.DOTALL) if regexes else None
 
 
+def _is_dir(item: os.DirEntry[str], follow_symlinks: bool) -> bool:
+    try:
+        return item.is_dir(follow_symlinks=follow_symlinks)
+    except OSError:
+        return False
+
+
 def walk(
     base: str,
     patterns: Iterable[Pattern],
@@ -196,29 +203,40 @@ def walk(
         except OSError as exc:
             raise os_error(exc, "read folder", folder) from exc
         prefix = "/".join(parts) + "/" if parts else ""
-        for item in entries:
-            name = item.name
-            if excluded is not None and excluded.match(prefix + name):
-                continue
-            matched = wanted.match(name if name_only else prefix + name)
+        # Two passes of comprehensions rather than one loop with branches: this inner loop
+        # runs once per entry of the tree, and comprehensions cost about half as much.
+        if name_only:
+            hits = [item for item in entries if wanted.match(item.name)]
+        else:
+            hits = [item for item in entries if wanted.match(prefix + item.name)]
+        try:
+            folders = [item for item in entries if item.is_dir(follow_symlinks=follow_symlinks)]
+        except OSError:  # rare (a link into a folder we may not search): ask one by one
+            folders = [item for item in entries if _is_dir(item, follow_symlinks)]
+        if excluded is not None:
+            hits = [item for item in hits if not excluded.match(prefix + item.name)]
+            folders = [item for item in folders if not excluded.match(prefix + item.name)]
+        for item in hits:
             try:
-                is_dir = item.is_dir(follow_symlinks=follow_symlinks)
+                is_link = item.is_symlink()
+                try:
+                    info = item.stat(follow_symlinks=follow_symlinks)
+                except FileNotFoundError:  # a broken link, followed: report the link itself
+                    info = item.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if matched:
-                relative = prefix + name
-                try:
-                    is_link = item.is_symlink()
-                    try:
-                        info = item.stat(follow_symlinks=follow_symlinks)
-                    except FileNotFoundError:  # a broken link, followed: report the link itself
-                        info = item.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                is_file = stat.S_ISREG(info.st_mode)
-                yield Entry(item.path, relative, is_dir, is_file, is_link, info.st_size, info.st_mtime)
-            if not is_dir:
-                continue
+            is_dir = stat.S_ISDIR(info.st_mode)
+            yield Entry(
+                item.path,
+                prefix + item.name,
+                is_dir,
+                stat.S_ISREG(info.st_mode),
+                is_link,
+                info.st_size,
+                info.st_mtime,
+            )
+        for item in folders:
+            name = item.name
             path_parts = (*parts, name)
             if name_only:
                 if not hidden and name.startswith("."):
