@@ -17,6 +17,7 @@ Under ``--dry-run`` nothing is written: the step lists what it would copy.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import stat
 import threading
@@ -99,6 +100,7 @@ class Item:
     src: str | None = None
     size: int = 0
     text: bytes | None = None
+    exists: bool = True  # whether dest existed when planned (False spares a look-up)
 
 
 def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
@@ -240,7 +242,8 @@ class Copier:
         self.done = 0  # bytes written, by every copying thread
         self.total = 0
         self._count = threading.Lock()
-        self._serial = 0
+        self._serial = itertools.count(1)  # next() on a count is atomic under the GIL
+        self._pid = os.getpid()
         self.backups: list[str] = []
         umask = os.umask(0)
         os.umask(umask)
@@ -253,6 +256,7 @@ class Copier:
         try:
             current = os.lstat(item.dest)
         except FileNotFoundError:
+            item.exists = False
             return True
         except NotADirectoryError:
             raise HandlerError(f"dest {_file_above(item.dest)} is a file where a folder is needed") from None
@@ -339,7 +343,11 @@ class Copier:
             info = os.fstat(source)
             if info.st_size >= BIG_FILE:
                 _remove_stale_temporaries(item.dest)
-            target = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            # A new file without mode or preserve gets the source's mode less the umask (cp's
+            # rule): os.open applies the umask itself, so no chmod is needed afterwards.
+            plain_new = not item.exists and self.mode is None and "mode" not in self.keep
+            create_mode = stat.S_IMODE(info.st_mode) if plain_new else 0o600
+            target = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, create_mode)
             try:
                 big = info.st_size >= BIG_FILE
                 copied = copy_fd(
@@ -349,7 +357,8 @@ class Copier:
                     self.progress if big else None,
                     self.ctx.cancelled if big else None,
                 )
-                os.fchmod(target, self.mode_for(info, item.dest))
+                if not plain_new:
+                    os.fchmod(target, self.mode_for(info, item.dest))
                 if "times" in self.keep:
                     os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
             finally:
@@ -366,11 +375,9 @@ class Copier:
             os.close(source)
 
     def temporary_name(self, dest: str) -> str:
-        with self._count:
-            self._serial += 1
-            serial = self._serial
-        folder, base = os.path.split(dest)
-        return os.path.join(folder, f".{base}.{os.getpid()}.{serial}.tmp")
+        """``.NAME.PID.N.tmp`` beside ``dest``: hidden, and traceable to the run that made it."""
+        folder, _, base = dest.rpartition(os.sep)
+        return f"{folder}{os.sep}.{base}.{self._pid}.{next(self._serial)}.tmp"
 
     def progress(self, count: int) -> None:
         self.count(count)
