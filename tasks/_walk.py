@@ -179,6 +179,8 @@ def walk(
     # "**/NAME" patterns (the common case) need only the entry's name: folders that are
     # entered were already checked, and "**" enters every folder it may.
     name_only = all(len(p.segments) == 2 and p.segments[0] == "**" for p in patterns)
+    # A bare "**" with hidden files (a whole tree, as copy and hash walk it) matches everything.
+    match_all = hidden and any(p.segments == ("**",) for p in patterns)
     if name_only:
         wanted = _either([_name_regex(p.segments[1], hidden) for p in patterns])
     else:
@@ -205,7 +207,9 @@ def walk(
         prefix = "/".join(parts) + "/" if parts else ""
         # Two passes of comprehensions rather than one loop with branches: this inner loop
         # runs once per entry of the tree, and comprehensions cost about half as much.
-        if name_only:
+        if match_all:
+            hits = entries
+        elif name_only:
             hits = [item for item in entries if wanted.match(item.name)]
         else:
             hits = [item for item in entries if wanted.match(prefix + item.name)]
@@ -238,7 +242,7 @@ def walk(
         for item in folders:
             name = item.name
             path_parts = (*parts, name)
-            if name_only:
+            if name_only or match_all:
                 if not hidden and name.startswith("."):
                     continue  # "**" does not enter hidden folders
             elif not any(p.may_match_below(path_parts, hidden) for p in patterns):
