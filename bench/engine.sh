@@ -14,10 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEATS="${1:-5}"
-PY="$(python3 -c 'import sys; print(sys.executable)')"
-RUNBOOK="$(dirname "$PY")/runbook"
-[ -x "$RUNBOOK" ] || RUNBOOK="$(command -v runbook)"
-"$PY" -m compileall -q runner tasks schemas >/dev/null
+source bench/_setup.sh  # sets PY and RUNBOOK
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 

@@ -10,12 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-30}"
-# The real interpreter, not a version-manager shim (a shim adds a bash start to every run).
-PY="$(python3 -c 'import sys; print(sys.executable)')"
-RUNBOOK="$(dirname "$PY")/runbook"
-[ -x "$RUNBOOK" ] || RUNBOOK="$(command -v runbook)"
-# Users run an installed runbook, whose bytecode pip compiled; do the same for a checkout.
-"$PY" -m compileall -q runner tasks schemas >/dev/null
+source bench/_setup.sh  # sets PY and RUNBOOK
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
+
+from .playing import MARKER_VAR, marked_processes
 
 # Hypothesis keeps its caches in ./.hypothesis by default: keep them out of the checkout.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "runbook-hypothesis")
@@ -63,3 +68,17 @@ def write(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture
+def marker(monkeypatch: pytest.MonkeyPatch):
+    """A token in the environment of everything this test starts; none may outlive the test."""
+    token = f"rbtest-{uuid.uuid4().hex}"
+    monkeypatch.setenv(MARKER_VAR, token)
+    yield token
+    leftovers = marked_processes(token)
+    described = [f"{p.pid}: {p.info['cmdline']}" for p in leftovers]
+    for proc in leftovers:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    assert not leftovers, f"processes left behind: {described}"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 
@@ -123,3 +124,32 @@ def restricted_prefix(tmp_path: Path) -> list[str]:
     if proc.returncode == 0:
         pytest.skip("dropping CAP_DAC_OVERRIDE did not make a mode-000 file unreadable here")
     return prefix
+
+
+def one_line_error(step: dict[str, Any]) -> str:
+    """The error of a failed step, checked to be one line without a traceback."""
+    assert step["status"] == "failed", step
+    error = step["error"]
+    assert isinstance(error, str) and error and "\n" not in error, error
+    assert "Traceback" not in error
+    return error
+
+
+# -- trees against cp ---------------------------------------------------------------------------
+
+
+# -- processes a test started: none may outlive it ------------------------------------------
+
+MARKER_VAR = "RUNBOOK_TEST_MARKER"
+
+
+def marked_processes(token: str) -> list[psutil.Process]:
+    """Live processes (not zombies) whose environment or command line carries ``token``."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "environ", "status"]):
+        info = proc.info
+        if info["pid"] == os.getpid() or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if token in " ".join(info["cmdline"] or []) or (info["environ"] or {}).get(MARKER_VAR) == token:
+            found.append(proc)
+    return found

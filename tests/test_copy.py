@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from .playing import Play, parse_events, play, restricted_prefix
+from .playing import Play, one_line_error, parse_events, play, restricted_prefix
 
 MiB = 1024 * 1024
 OLD_NS = 978_307_200_000_000_000  # 2001-01-01T00:00:00Z, in nanoseconds
@@ -143,17 +143,6 @@ def age_tree(root: Path) -> None:
         if not path.is_symlink():
             os.utime(path, ns=(OLD_NS, OLD_NS + offset * 1_000_000_123))
     os.utime(root, ns=(OLD_NS, OLD_NS - 7_000_000_000))
-
-
-def one_line_error(step: dict[str, Any]) -> str:
-    assert step["status"] == "failed", step
-    error = step["error"]
-    assert isinstance(error, str) and error and "\n" not in error, error
-    assert "Traceback" not in error
-    return error
-
-
-# -- trees against cp ---------------------------------------------------------------------------
 
 
 def test_tree_with_preserve_true_matches_cp_a(tmp_path):

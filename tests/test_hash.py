@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from .playing import Play, parse_events, play, restricted_prefix
+from .playing import Play, one_line_error, parse_events, play, restricted_prefix
 
 MiB = 1024 * 1024
 TOOLS = {"md5": "md5sum", "sha1": "sha1sum", "sha256": "sha256sum", "sha512": "sha512sum", "blake2b": "b2sum"}
@@ -103,13 +103,6 @@ def make_data(folder: Path) -> None:
         (folder / relative).write_bytes(data)
     (folder / "emptydir").mkdir()
     os.symlink("a.txt", folder / "link.txt")
-
-
-def one_line_error(step: dict[str, Any]) -> str:
-    assert step["status"] == "failed", step
-    error = step["error"]
-    assert isinstance(error, str) and error and "\n" not in error, error
-    return error
 
 
 def temporaries(folder: Path) -> list[str]:

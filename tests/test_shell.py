@@ -13,7 +13,6 @@ orphans, so a killed orphan stays a zombie, which is not a running process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -22,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +31,15 @@ from runner.errors import HandlerError
 from runner.taskctx import TaskContext
 from tasks import shell
 
-from .playing import Play, parse_events, play
+from .playing import MARKER_VAR, Play, marked_processes, parse_events, play
 
-MARKER_VAR = "RUNBOOK_TEST_MARKER"
+# Every test gets a marker in its environment; no process carrying it may outlive the test.
+pytestmark = pytest.mark.usefixtures("marker")
+
 PY = json.dumps(sys.executable)  # the interpreter, quoted for YAML
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def marked_processes(token: str) -> list[psutil.Process]:
-    """Live processes (not zombies) whose environment or command line carries ``token``."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "environ", "status"]):
-        info = proc.info
-        if info["pid"] == os.getpid() or info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if token in " ".join(info["cmdline"] or []) or (info["environ"] or {}).get(MARKER_VAR) == token:
-            found.append(proc)
-    return found
 
 
 def alive(pid: int, token: str) -> bool:
@@ -98,20 +86,6 @@ def wait_for_file(path: Path, seconds: float = 20.0, proc: subprocess.Popen[str]
             break
         time.sleep(0.02)
     raise AssertionError(f"{path} did not appear")
-
-
-@pytest.fixture(autouse=True)
-def marker(monkeypatch: pytest.MonkeyPatch):
-    """A token in the environment of everything this test starts; none may outlive the test."""
-    token = f"rbtest-{uuid.uuid4().hex}"
-    monkeypatch.setenv(MARKER_VAR, token)
-    yield token
-    leftovers = marked_processes(token)
-    described = [f"{p.pid}: {p.info['cmdline']}" for p in leftovers]
-    for proc in leftovers:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    assert not leftovers, f"processes left behind: {described}"
 
 
 def ctx_for(tmp_path: Path, **kwargs: Any) -> tuple[TaskContext, list[tuple[str, str]]]:

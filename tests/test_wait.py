@@ -8,16 +8,12 @@ have upper bounds, since a poll never comes sooner than ``interval`` after the l
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from runner.errors import HandlerError
@@ -26,30 +22,10 @@ from tasks import wait
 
 from .playing import play
 
-MARKER_VAR = "RUNBOOK_TEST_MARKER"
-
+# Every test gets a marker in its environment; no process carrying it may outlive the test.
+pytestmark = pytest.mark.usefixtures("marker")
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def marker(monkeypatch: pytest.MonkeyPatch):
-    """A token in the environment of everything this test starts; none may outlive the test."""
-    token = f"rbtest-{uuid.uuid4().hex}"
-    monkeypatch.setenv(MARKER_VAR, token)
-    yield token
-    leftovers = []
-    for proc in psutil.process_iter(["pid", "environ", "status", "cmdline"]):
-        info = proc.info
-        if info["pid"] == os.getpid() or info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if (info["environ"] or {}).get(MARKER_VAR) == token:
-            leftovers.append(proc)
-    described = [f"{p.pid}: {p.info['cmdline']}" for p in leftovers]
-    for proc in leftovers:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    assert not leftovers, f"processes left behind: {described}"
 
 
 def event_time(event: dict[str, Any]) -> float:
