@@ -8,6 +8,7 @@ with their exit code; a traceback only with ``--debug`` (or ``RUNBOOK_DEBUG=1``)
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Any
@@ -142,6 +143,7 @@ def validate(files: tuple[str, ...], cli_vars: tuple[str, ...], vars_files: tupl
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the whole run as JSON to this file.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report to this file.")
 @click.option("-v", "--verbose", is_flag=True, help="Show step output on success too.")
+@click.option("--no-history", is_flag=True, help="Do not record this run in the history.")
 @debug_option
 def play(
     file: str,
@@ -155,6 +157,7 @@ def play(
     report: str | None,
     junit: str | None,
     verbose: bool,
+    no_history: bool,
 ) -> None:
     """Run a playbook.
 
@@ -184,6 +187,7 @@ def play(
             report=report,
             junit=junit,
             verbose=verbose,
+            record=not no_history,
         )
     )
 
@@ -240,6 +244,64 @@ def tasks(name: str | None) -> None:
             f"unknown handler '{name}'" + (f"; {hint}" if hint else "") + " (runbook tasks lists them)"
         )
     echo(describe_handler(handlers[name], style))
+
+
+@cli.command()
+@click.option("--playbook", metavar="NAME", help="Only runs of this playbook (its name).")
+@click.option(
+    "--status",
+    type=click.Choice(["running", "ok", "failed", "cancelled", "interrupted", "skipped"]),
+    help="Only runs that ended so.",
+)
+@click.option("--trigger", type=click.Choice(["manual", "schedule"]), help="Only runs started so.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@debug_option
+def history(playbook: str | None, status: str | None, trigger: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first.
+
+    \b
+    Examples:
+      runbook history
+      runbook history --playbook nightly-backup --status failed --limit 5
+      runbook history --json | jq '.[0].id'
+    """
+    from runner.history import History
+    from runner.historyview import runs_table
+
+    store = History()
+    store.mark_interrupted()
+    runs = store.runs(playbook=playbook, status=status, trigger=trigger, limit=limit)
+    if as_json:
+        click.echo(json.dumps(runs, indent=2, ensure_ascii=False))
+    else:
+        echo(runs_table(runs, style))
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run in the --report JSON format.")
+@debug_option
+def show(run_id: str, as_json: bool) -> None:
+    """Show one run: its steps, statuses, durations, errors and output.
+
+    RUN_ID may be a unique prefix of the id (runbook history lists them).
+
+    \b
+    Examples:
+      runbook show 18f3a9c2b
+      runbook show 18f3a9c2b --json | jq '.steps[] | select(.status == "failed")'
+    """
+    from runner.history import History
+    from runner.historyview import run_text
+
+    store = History()
+    store.mark_interrupted()
+    report = store.report(run_id)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        echo(run_text(report, style))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,9 +8,12 @@ running is killed first, so nothing is left behind.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 from runner.errors import EXIT_INVALID, EXIT_SIGINT, PlaybookError
 from runner.events import EventBus, JsonPrinter, PlainPrinter, Recorder
 from runner.executor import Executor, RunOptions
+from runner.history import HistoryRecorder, open_history
 from runner.playbook import load_playbook
 
 
@@ -40,17 +44,27 @@ def play_file(
     report: str | None = None,
     junit: str | None = None,
     verbose: bool = False,
+    record: bool = True,
+    trigger: str = "manual",
+    run_id: str | None = None,
 ) -> int:
-    """Run one playbook file; return the exit code."""
+    """Run one playbook file; return the exit code.
+
+    ``record`` writes the run to the history (``--no-history`` turns it off); the
+    scheduler passes ``trigger="schedule"`` and the ``run_id`` it chose, so it can
+    complete the run's row itself if the run's process dies."""
     try:
         playbook = load_playbook(file, cli_vars, vars_files)
     except PlaybookError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic.format(), file=sys.stderr)
         return EXIT_INVALID
-    run_id = uuid.uuid4().hex[:12]
+    run_id = run_id or new_run_id()
     recorder = Recorder()
     sinks: list[Any] = [recorder]
+    history = open_history() if record else None
+    if history is not None:
+        sinks.append(HistoryRecorder(history, vars_digest(playbook.vars)))
     mode = choose_output(output)
     if mode == "json":
         sinks.append(JsonPrinter())
@@ -61,7 +75,9 @@ def play_file(
     else:
         sinks.append(PlainPrinter(verbose=verbose, dry_run=dry_run))
     events = EventBus(run_id, sinks)
-    options = RunOptions(dry_run=dry_run, tags=tags, skip_tags=skip_tags, max_parallel=max_parallel)
+    options = RunOptions(
+        dry_run=dry_run, tags=tags, skip_tags=skip_tags, max_parallel=max_parallel, trigger=trigger
+    )
     executor = Executor(playbook, events, options, run_id=run_id)
     previous = _install_signal_handlers(executor)
     try:
@@ -69,6 +85,8 @@ def play_file(
     finally:
         _restore_signal_handlers(previous)
         events.close()
+        if history is not None:
+            history.close()
     if report:
         from runner.reports import write_report
 
@@ -78,6 +96,17 @@ def play_file(
 
         write_junit(Path(junit), recorder)
     return result.exit_code
+
+
+def new_run_id() -> str:
+    """A run id that sorts by start time (so prefixes of recent runs are short and unique)."""
+    return f"{int(time.time() * 1000):011x}"[-9:] + uuid.uuid4().hex[:5]
+
+
+def vars_digest(variables: dict[str, Any]) -> str:
+    """A short digest of the run's variables: tells runs with other inputs apart, reveals none."""
+    text = json.dumps(variables, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _install_signal_handlers(executor: Executor) -> dict[int, Any]:

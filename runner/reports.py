@@ -20,7 +20,7 @@ from typing import Any
 from runner.events import Recorder, output_tail
 
 
-def report_data(recorder: Recorder, trigger: str = "manual") -> dict[str, Any]:
+def report_data(recorder: Recorder) -> dict[str, Any]:
     run, end = recorder.run, recorder.finished
     return {
         "run": {
@@ -32,7 +32,7 @@ def report_data(recorder: Recorder, trigger: str = "manual") -> dict[str, Any]:
             "started": run.get("time"),
             "ended": end.get("time"),
             "duration": end.get("duration"),
-            "trigger": trigger,
+            "trigger": run.get("trigger", "manual"),
             "dry_run": run.get("dry_run", False),
         },
         "steps": [
