@@ -61,14 +61,64 @@ def temporary_beside(path: str) -> Iterator[str]:
 
 
 def write_text_atomically(path: str, text: str, mode: int | None = None) -> None:
+    write_bytes_atomically(path, text.encode("utf-8"), mode)
+
+
+def write_bytes_atomically(
+    path: str, data: bytes, mode: int | None = None, backup: bool = False
+) -> str | None:
+    """Write ``data`` to ``path`` through a temporary file renamed into place.
+
+    A new file gets ``mode`` or the default mode; a replaced one keeps its own unless
+    ``mode`` is given. With ``backup``, a replaced file is kept as ``path.~N~``; that
+    backup's path is returned.
+    """
+    kept = None
     try:
         with temporary_beside(path) as temporary:
-            with open(temporary, "w", encoding="utf-8") as handle:
-                handle.write(text)
+            with open(temporary, "wb") as handle:
+                handle.write(data)
             os.chmod(temporary, mode if mode is not None else default_mode(path))
+            if backup:
+                kept = numbered_backup(path)
             os.replace(temporary, path)
     except OSError as exc:
         raise os_error(exc, "write", path) from exc
+    return kept
+
+
+def numbered_backup(path: str) -> str | None:
+    """Keep the file at ``path`` as ``path.~N~`` (a hard link: the old file itself); None if absent.
+
+    N is one more than the highest number there, as ``cp --backup=numbered`` does.
+    """
+    if not os.path.lexists(path):
+        return None
+    folder, base = os.path.split(path)
+    prefix = f"{base}.~"
+    numbers = [
+        int(n[len(prefix) : -1])
+        for n in os.listdir(folder or ".")
+        if n.startswith(prefix) and n.endswith("~") and n[len(prefix) : -1].isdigit()
+    ]
+    backup = f"{path}.~{max(numbers, default=0) + 1}~"
+    os.link(path, backup, follow_symlinks=False)
+    return backup
+
+
+MODE: dict[str, Any] = {
+    "type": ["string", "integer"],
+    "pattern": "^0?[0-7]{3,4}$",
+    "title": 'an octal mode such as "0644"',
+    "description": 'File mode as an octal string ("0644") or an int.',
+}
+
+
+def parse_mode(value: Any) -> int:
+    """``"0644"`` or ``"644"`` (octal text) or an int (YAML reads an unquoted 0644 as octal)."""
+    if isinstance(value, int):
+        return value
+    return int(str(value), 8)
 
 
 def default_mode(path: str) -> int:

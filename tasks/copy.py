@@ -27,7 +27,16 @@ from typing import Any
 
 from runner.errors import HandlerError
 from runner.schema import string_or_list
-from tasks._files import CHUNK, copy_fd, default_mode, os_error, temporary_beside
+from tasks._files import (
+    CHUNK,
+    MODE,
+    copy_fd,
+    default_mode,
+    numbered_backup,
+    os_error,
+    parse_mode,
+    temporary_beside,
+)
 from tasks._walk import has_magic, walk_all
 
 name = "copy"
@@ -37,12 +46,7 @@ schema = {
         "src": {"type": "string", "description": "A file, a folder, or a glob pattern."},
         "content": {"type": "string", "description": "Text to write instead of copying a src."},
         "dest": {"type": "string", "description": "Destination file, or folder (trailing /)."},
-        "mode": {
-            "type": ["string", "integer"],
-            "pattern": "^0?[0-7]{3,4}$",
-            "title": 'an octal mode such as "0644"',
-            "description": 'File mode as an octal string ("0644") or an int.',
-        },
+        "mode": MODE,
         "preserve": {
             "anyOf": [
                 {"type": "boolean"},
@@ -235,7 +239,7 @@ class Copier:
     def __init__(self, args: dict[str, Any], ctx: Any):
         self.ctx = ctx
         self.overwrite = args.get("overwrite", "changed")
-        self.mode = _parse_mode(args["mode"]) if args.get("mode") is not None else None
+        self.mode = parse_mode(args["mode"]) if args.get("mode") is not None else None
         preserve = args.get("preserve", False)
         self.keep = {"mode", "times"} if preserve is True else set(preserve or [])
         self.backup = bool(args.get("backup"))
@@ -411,19 +415,10 @@ class Copier:
             self.done += written
 
     def keep_backup(self, dest: str) -> None:
-        if not self.backup or not os.path.lexists(dest):
-            return
-        # One more than the highest number there, as cp --backup=numbered does.
-        folder, base = os.path.split(dest)
-        prefix = f"{base}.~"
-        numbers = [
-            int(n[len(prefix) : -1])
-            for n in os.listdir(folder or ".")
-            if n.startswith(prefix) and n.endswith("~") and n[len(prefix) : -1].isdigit()
-        ]
-        backup = f"{dest}.~{max(numbers, default=0) + 1}~"
-        os.link(dest, backup, follow_symlinks=False)  # the old file itself, kept under a new name
-        self.backups.append(backup)
+        if self.backup:
+            kept = numbered_backup(dest)
+            if kept is not None:
+                self.backups.append(kept)
 
     def folder_mode(self, item: Item) -> int:
         """A new folder's mode: the source folder's (less the umask unless preserved), as cp does."""
@@ -469,13 +464,6 @@ class Copier:
             if "times" in self.keep and item.src is not None:
                 info = os.stat(item.src)
                 os.utime(item.dest, ns=(info.st_atime_ns, info.st_mtime_ns))
-
-
-def _parse_mode(value: Any) -> int:
-    """``"0644"`` or ``"644"`` (octal text) or an int (YAML reads an unquoted 0644 as octal)."""
-    if isinstance(value, int):
-        return value
-    return int(str(value), 8)
 
 
 def _remove_stale_temporaries(dest: str) -> None:
