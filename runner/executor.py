@@ -44,7 +44,7 @@ from runner.playbook import Group, Node, Playbook, Step
 from runner.registry import Handler, handlers_for
 from runner.retry import Failure, RetryPolicy
 from runner.taskctx import ProcessGroups, TaskContext, env_text
-from runner.templating import evaluate, is_template, render
+from runner.templating import evaluate, is_template, render, render_text
 from runner.units import format_duration, parse_duration
 
 CANCEL_EXIT_CODES = {"SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM, "timeout": EXIT_FAILED}
@@ -594,6 +594,9 @@ class Executor:
             emit_output=lambda line, stream: self.emit_output(step, line, stream),
             emit_progress=lambda done, total: self.events.progress(_step_ref(step), done, total),
             evaluator=lambda expression: evaluate(expression, {**context, "steps": self.base["steps"]}),
+            renderer=lambda text, extra, name: render_text(
+                text, {**context, "steps": self.base["steps"], **extra}, name
+            ),
         )
         timed_out = threading.Event()
         timer = None

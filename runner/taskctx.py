@@ -3,9 +3,11 @@
 ``ctx.log(message)``, ``ctx.output(line, stream)``, ``ctx.dry_run``, ``ctx.cancelled()``,
 ``ctx.wait(seconds)``, ``ctx.cwd``, ``ctx.env`` (variables to add to the environment of
 processes: the playbook's and the step's ``env``),
-``ctx.evaluate(expression)`` (for arguments the handler polls, such as ``wait.until``)
-and ``ctx.processes`` (where a handler registers the process groups it starts, so the
-engine can kill them when it must exit at once).
+``ctx.evaluate(expression)`` (for arguments the handler polls, such as ``wait.until``),
+``ctx.render(text, extra_vars, name)`` (a whole template, such as the file ``template``
+reads, over the run's context plus ``extra_vars``; errors name ``name`` and the line) and
+``ctx.processes`` (where a handler registers the process groups it starts, so the engine
+can kill them when it must exit at once).
 
 Nothing here is handler-specific, and all a handler returns is a JSON-able mapping.
 """
@@ -16,7 +18,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +67,7 @@ class TaskContext:
     emit_output: Callable[[str, str], None] = lambda line, stream: None
     emit_progress: Callable[[int, int], None] = lambda done, total: None
     evaluator: Callable[[Any], Any] | None = None
+    renderer: Callable[[str, Mapping[str, Any], str], str] | None = None
 
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
@@ -88,3 +91,12 @@ class TaskContext:
         if self.evaluator is None:
             raise RuntimeError("this context cannot evaluate expressions")
         return self.evaluator(expression)
+
+    def render(self, text: str, extra_vars: Mapping[str, Any] | None = None, name: str = "<template>") -> str:
+        """``text`` rendered as a Jinja template over the run's context plus ``extra_vars``.
+
+        Raises TemplateError naming ``name`` (the template's file) and the line that failed.
+        """
+        if self.renderer is None:
+            raise RuntimeError("this context cannot render templates")
+        return self.renderer(text, extra_vars or {}, name)

@@ -270,6 +270,32 @@ def evaluate(expression: Any, context: Mapping[str, Any], path: tuple[str | int,
     return _run(lambda: _check_defined(_compiled_expression(source)(context)), path)
 
 
+def render_text(source: str, context: Mapping[str, Any], name: str = "<template>") -> str:
+    """A whole template (a file's text) rendered to text, never to a native value.
+
+    Not cached: a template file is rendered once per step. A failure raises
+    TemplateError naming ``name`` and the template's line.
+    """
+    try:
+        template = environment().from_string(source)
+        return template.render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"{name}:{exc.lineno}: template syntax error: {exc.message}") from exc
+    except Exception as exc:
+        line = _template_line(exc.__traceback__)
+        raise TemplateError(f"{name}:{line or '?'}: {_failure_message(exc)}") from exc
+
+
+def _template_line(trace: Any) -> int | None:
+    """The line of the template where rendering failed (Jinja rewrites tracebacks to show it)."""
+    line = None
+    while trace is not None:
+        if trace.tb_frame.f_code.co_filename == "<template>":
+            line = trace.tb_lineno
+        trace = trace.tb_next
+    return line
+
+
 def _render_string(source: str, context: Mapping[str, Any], path: tuple[str | int, ...]) -> Any:
     expression = single_expression(source)
     if expression is not None:
@@ -296,20 +322,22 @@ _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 def _run(produce: Any, path: tuple[str | int, ...]) -> Any:
     try:
         return produce()
-    except jinja2.UndefinedError as exc:
-        message = str(exc)
-        match = _UNDEFINED_NAME.match(message)
-        if match:
-            message = f"undefined variable '{match.group(1)}'"
-        raise _template_error(message, path) from exc
-    except jinja2.TemplateSyntaxError as exc:
-        raise _template_error(f"template syntax error: {exc.message}", path) from exc
-    except jinja2.exceptions.SecurityError as exc:
-        raise _template_error(f"blocked by the template sandbox: {exc}", path) from exc
-    except TemplateError as exc:
-        raise _template_error(str(exc), path) from exc
-    except Exception as exc:  # a filter's own failure: from_json on bad text, say
-        raise _template_error(f"{type(exc).__name__}: {exc}", path) from exc
+    except Exception as exc:
+        raise _template_error(_failure_message(exc), path) from exc
+
+
+def _failure_message(exc: Exception) -> str:
+    """One line for a failed rendering: an undefined name, bad syntax, the sandbox, a filter."""
+    if isinstance(exc, jinja2.UndefinedError):
+        match = _UNDEFINED_NAME.match(str(exc))
+        return f"undefined variable '{match.group(1)}'" if match else str(exc)
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"template syntax error: {exc.message}"
+    if isinstance(exc, jinja2.exceptions.SecurityError):
+        return f"blocked by the template sandbox: {exc}"
+    if isinstance(exc, TemplateError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"  # a filter's own failure: from_json on bad text, say
 
 
 def _template_error(message: str, path: tuple[str | int, ...]) -> TemplateError:
