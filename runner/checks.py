@@ -155,7 +155,26 @@ class Checker:
                 message = message.replace("missing required argument", "missing required key", 1)
             where = "playbook" if len(problem.path) <= 1 else format_path(problem.path)
             self.report(problem.path, where, message, problem.hint)
+        self.check_schedule(data)
         return True
+
+    def check_schedule(self, data: dict[str, Any]) -> None:
+        """A schedule that cannot be understood is found now, not when the daemon starts it."""
+        text, timezone = data.get("schedule"), data.get("timezone")
+        if not isinstance(timezone, (str, type(None))):
+            return  # the schema check has said so
+        from runner.schedules import ScheduleError, parse_schedule, zone
+
+        try:
+            if isinstance(text, str):
+                parse_schedule(text, timezone)
+            elif timezone is not None:
+                zone(timezone)
+        except ScheduleError as exc:
+            key = "schedule" if isinstance(text, str) and "time zone" not in str(exc) else "timezone"
+            if key not in data:
+                key = "schedule"
+            self.report((key,), key, str(exc), at_value=True)
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -789,8 +808,10 @@ def _vars_file(checker: Checker, path: Path, listed_at: JsonPath | None) -> dict
     return document.data
 
 
-def check_playbook(path: Path, cli_vars: Sequence[str], vars_files: Sequence[Path]) -> Playbook:
-    document = load_file(path)
+def check_playbook(
+    path: Path, cli_vars: Sequence[str], vars_files: Sequence[Path], text: str | None = None
+) -> Playbook:
+    document = load_file(path, text)
     checker = Checker(document, handlers_for(step_keys_used(document.data)))
     data = document.data
     # Syntax errors leave no document to check; other YAML problems (a duplicate key, an
@@ -818,6 +839,8 @@ def check_playbook(path: Path, cli_vars: Sequence[str], vars_files: Sequence[Pat
         schedule=data.get("schedule"),
         timezone=data.get("timezone"),
         overlap=data.get("overlap", "skip"),
+        jitter=data.get("jitter"),
+        catch_up=bool(data.get("catch_up", False)),
         dag=any(n.needs for n in sections["steps"]),
     )
     checker.check_needs(playbook)

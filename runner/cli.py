@@ -247,6 +247,71 @@ def tasks(name: str | None) -> None:
 
 
 @cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--http", "http_address", metavar="HOST:PORT", help="Serve /healthz, /runs and a status page.")
+@click.option("--http-token", metavar="TOKEN", envvar="RUNBOOK_HTTP_TOKEN", help="Require this bearer token.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds runs get to finish on stop.",
+)
+@click.option(
+    "--unhealthy-after",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Failures in a row that make /healthz answer 503.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["plain", "json"]),
+    default="plain",
+    show_default=True,
+    help="Log lines' format.",
+)
+@debug_option
+def schedule(
+    files: tuple[str, ...],
+    http_address: str | None,
+    http_token: str | None,
+    grace: float,
+    unhealthy_after: int,
+    log_format: str,
+) -> None:
+    """Run playbooks on their schedule: until stopped.
+
+    Each playbook needs a schedule: line, an "every ..." phrase or a cron expression.
+    Each run is a child process, recorded in the history with trigger "schedule".
+    SIGTERM or Ctrl-C: no new runs; running ones get --grace seconds, then are
+    cancelled; exit 0. SIGHUP: read the files again.
+
+    \b
+    Examples:
+      runbook schedule playbooks/monitor.yml playbooks/nightly-backup.yml
+      runbook schedule jobs/*.yml --http 127.0.0.1:8321 --log-format json
+      curl -s 127.0.0.1:8321/healthz
+    """
+    from runner.daemon import Daemon, Logger
+
+    log = Logger(log_format)
+    daemon = Daemon(files, grace=grace, unhealthy_after=unhealthy_after, log=log)
+    try:
+        daemon.load()
+    except RunbookError as exc:
+        for line in str(exc).splitlines():
+            echo(line, err=True)
+        sys.exit(exc.exit_code)
+    if http_address:
+        from runner.statuspage import start_status_server
+
+        server = start_status_server(daemon, http_address, http_token)
+        log("http", f"status page on {server.url}/ (health: {server.url}/healthz)", url=server.url)
+    sys.exit(daemon.run())
+
+
+@cli.command()
 @click.option("--playbook", metavar="NAME", help="Only runs of this playbook (its name).")
 @click.option(
     "--status",

@@ -6,11 +6,11 @@ It is in WAL mode with a busy timeout, and every write is one short ``BEGIN IMME
 transaction, so several ``runbook play`` processes and the scheduler's children can
 write at once without losing a row.
 
-A run row is written when the run starts (status ``running``, with the pid and the
-start time of the process) and completed when it ends; steps are written as they
+A run row is written when the run starts (status ``running``, with the pid of the
+process) and completed when it ends; steps are written as they
 finish, in small batches. A run whose process died (SIGKILL, power cut) keeps
 ``running`` and no end; the next start of runbook on this host finds its pid gone (or
-reused by another process) and marks it ``interrupted``.
+taken by a process created after the run started) and marks it ``interrupted``.
 
 Pruning keeps the last ``RUNBOOK_HISTORY_KEEP`` runs (default 1,000) of each playbook,
 when a run ends. The schema carries a version (``PRAGMA user_version``) and is
@@ -59,7 +59,6 @@ MIGRATIONS: tuple[str, ...] = (
         host TEXT NOT NULL,
         user TEXT NOT NULL,
         pid INTEGER,
-        pid_started REAL,
         vars_digest TEXT,
         dry_run INTEGER NOT NULL DEFAULT 0,
         error TEXT
@@ -188,7 +187,7 @@ class History:
         with self._lock, self.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO runs (id, playbook, path, trigger, started, started_at, status, host,"
-                " user, pid, pid_started, vars_digest, dry_run) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " user, pid, vars_digest, dry_run) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     playbook,
@@ -200,7 +199,6 @@ class History:
                     socket.gethostname(),
                     _user(),
                     pid,
-                    process_started(pid),
                     vars_digest,
                     int(dry_run),
                 ),
@@ -254,13 +252,14 @@ class History:
     def mark_interrupted(self) -> list[str]:
         """Runs of this host left ``running`` by a process that is gone: now ``interrupted``."""
         rows = self.db.execute(
-            "SELECT id, pid, pid_started FROM runs WHERE status = 'running' AND host = ?",
+            "SELECT id, pid, started_at FROM runs WHERE status = 'running' AND host = ?",
             (socket.gethostname(),),
         ).fetchall()
         dead = []
         for row in rows:
+            # A process created after the run started is another one that got the same pid.
             started = process_started(row["pid"]) if row["pid"] else None
-            if started is None or (row["pid_started"] and abs(started - row["pid_started"]) > 1.0):
+            if started is None or started > row["started_at"] + 1.0:
                 dead.append(row["id"])
         if dead:
             with self._lock, self.transaction() as db:
@@ -294,6 +293,11 @@ class History:
             query += " WHERE " + " AND ".join(where)
         query += " ORDER BY started_at DESC LIMIT ?"
         return [dict(row) for row in self.db.execute(query, (*params, limit))]
+
+    def runs_by_id(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(ids))
+        query = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE id IN ({marks})"
+        return [dict(row) for row in self.db.execute(query, tuple(ids))]
 
     def find(self, run_id: str) -> str:
         """The full id of the run ``run_id`` names (a unique prefix is enough, as with git)."""

@@ -354,9 +354,9 @@ def read_text(path: Path) -> str:
         ) from None
 
 
-def load_file(path: Path) -> Document:
-    """Read and parse a YAML file."""
-    return parse_text(read_text(path), str(path))
+def load_file(path: Path, text: str | None = None) -> Document:
+    """Read and parse a YAML file (or ``text``, a copy of it read earlier)."""
+    return parse_text(read_text(path) if text is None else text, str(path))
 
 
 def parse_cli_var(text: str) -> tuple[str, Any]:

@@ -47,14 +47,16 @@ def play_file(
     record: bool = True,
     trigger: str = "manual",
     run_id: str | None = None,
+    text: str | None = None,
 ) -> int:
     """Run one playbook file; return the exit code.
 
     ``record`` writes the run to the history (``--no-history`` turns it off); the
     scheduler passes ``trigger="schedule"`` and the ``run_id`` it chose, so it can
-    complete the run's row itself if the run's process dies."""
+    complete the run's row itself if the run's process dies, and the ``text`` of the
+    playbook as it was when the scheduler loaded it."""
     try:
-        playbook = load_playbook(file, cli_vars, vars_files)
+        playbook = load_playbook(file, cli_vars, vars_files, text)
     except PlaybookError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic.format(), file=sys.stderr)

@@ -152,6 +152,8 @@ class Playbook:
     schedule: str | None = None
     timezone: str | None = None
     overlap: str = "skip"
+    jitter: Any = None
+    catch_up: bool = False
     dag: bool = False
 
     def section(self, name: str) -> list[Node]:
@@ -189,8 +191,10 @@ def load_playbook(
     path: str | Path,
     cli_vars: Sequence[str] = (),
     vars_files: Sequence[str | Path] = (),
+    text: str | None = None,
 ) -> Playbook:
-    """Load and check a playbook file; raise PlaybookError listing every problem."""
+    """Load and check a playbook file (or ``text``, its content read earlier); raise
+    PlaybookError listing every problem."""
     from runner.checks import check_playbook
 
-    return check_playbook(Path(path), cli_vars, [Path(p) for p in vars_files])
+    return check_playbook(Path(path), cli_vars, [Path(p) for p in vars_files], text)

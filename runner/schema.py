@@ -112,7 +112,17 @@ PLAYBOOK_KEYS: dict[str, Any] = {
         "description": 'When `runbook schedule` runs it: "every day at 02:30" or cron "30 2 * * *".',
     },
     "timezone": {"type": "string", "description": "IANA time zone of the schedule."},
-    "overlap": {"enum": ["skip", "queue", "allow"], "default": "skip"},
+    "overlap": {
+        "enum": ["skip", "queue", "allow"],
+        "default": "skip",
+        "description": "A scheduled run due while the last still runs: skip it, queue one, or allow both.",
+    },
+    "jitter": {**DURATION, "description": "Start each scheduled run up to this much later, at random."},
+    "catch_up": {
+        "type": "boolean",
+        "default": False,
+        "description": "Run once when the scheduler starts if a run was missed while it was down.",
+    },
     "steps": {"$ref": "#/$defs/steps"},
     "on_failure": {"$ref": "#/$defs/steps", "description": "Runs when a step failed."},
     "finally": {"$ref": "#/$defs/steps", "description": "Always runs, last."},
