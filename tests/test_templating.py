@@ -782,3 +782,115 @@ def test_facts_in_templates() -> None:
     assert render("{{ facts.cpu_count }}", context) == os.cpu_count()
     assert render("{{ facts.os }}", context) == platform.system().lower()
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", render("{{ facts.python }}", context))
+
+
+# --- §5b helpers as playbooks use them: known to validate, rendered by a run ---------------------
+
+
+def test_urlencode_of_a_mapping_builds_a_query_string() -> None:
+    from urllib.parse import parse_qsl
+
+    query = r("{{ params | urlencode }}", params={"q": "a b&c", "page": 2, "to": "x/y"})
+    assert isinstance(query, str)
+    assert " " not in query and query.count("&") == 2
+    assert parse_qsl(query) == [("q", "a b&c"), ("page", "2"), ("to", "x/y")]
+
+
+def test_from_ini_reads_defaults_into_every_section() -> None:
+    text = "[DEFAULT]\nretries = 3\n\n[db]\nhost = h\n"
+    sections = r("{{ t | from_ini }}", t=text)
+    assert sections["db"] == {"host": "h", "retries": "3"}
+    assert sections["DEFAULT"] == {"retries": "3"}
+
+
+def test_render_text_gives_text_even_for_one_expression() -> None:
+    from runner.templating import render_text
+
+    assert render_text("{{ n }}", {"n": 3}) == "3"
+    assert render_text("{{ items }}\n", {"items": [1, 2]}) == "[1, 2]\n"
+    assert render_text("{% for i in items %}{{ i }},{% endfor %}", {"items": [1, 2]}) == "1,2,"
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "reason"),
+    [
+        ("first\nsecond {{ missing }}\n", 2, "undefined variable 'missing'"),
+        ("a\nb\nc {% if %}\n", 3, "template syntax error"),
+        ("{{ x }}\n\n\n{{ x | from_json }}", 4, "JSONDecodeError"),
+        ("\n{{ ''.__class__.__mro__ }}", 2, "blocked by the template sandbox"),
+    ],
+)
+def test_render_text_errors_name_the_template_and_line(source: str, line: int, reason: str) -> None:
+    from runner.templating import render_text
+
+    with pytest.raises(TemplateError) as caught:
+        render_text(source, {"x": "{"}, "conf/app.j2")
+    message = str(caught.value)
+    assert message.startswith(f"conf/app.j2:{line}: "), message
+    assert reason in message
+    assert "\n" not in message
+
+
+def _validate(tmp_path: Path, text: str) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    book = tmp_path / "helpers.yml"
+    book.write_text(text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "validate", str(book)], capture_output=True, text=True, timeout=60
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_validate_knows_the_helpers(tmp_path: Path) -> None:
+    code, output = _validate(
+        tmp_path,
+        """\
+name: helpers
+vars:
+  token: "{{ random_token(16) }}"
+  password: "{{ random_password(24) }}"
+  query: "{{ {'q': 'a b'} | urlencode }}"
+steps:
+  - shell: "echo {{ now().isoformat() | quote }} {{ token }} {{ password | quote }} {{ query }}"
+  - shell: "echo {{ ('[a]\\nb = 1' | from_ini).a.b }}"
+""",
+    )
+    assert code == 0, output
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ 'x' | urlencod }}", "did you mean 'urlencode'"),
+        ("{{ 'x' | from_inii }}", "did you mean 'from_ini'"),
+        ("{{ random_tokn(8) }}", "random_tokn"),
+    ],
+)
+def test_validate_flags_misspelt_helpers(tmp_path: Path, template: str, expected: str) -> None:
+    code, output = _validate(tmp_path, f'name: typo\nsteps:\n  - shell: "echo {template}"\n')
+    assert code == 2, output
+    assert expected in output
+
+
+def test_a_run_renders_the_helpers(tmp_path: Path) -> None:
+    from .playing import play
+
+    run = play(
+        tmp_path,
+        """\
+name: helpers-run
+steps:
+  - id: values
+    shell:
+      argv: [echo, "{{ random_token(9) }}", "{{ random_password(30) }}", "{{ now().year }}",
+             "{{ {'a': 'x y'} | urlencode }}", "{{ ('[s]\\nk = v' | from_ini).s.k }}"]
+""",
+    )
+    assert run.returncode == 0, run.stderr
+    token, password, year, query, value = run.step("values")["result"]["stdout"].split()
+    assert len(base64.urlsafe_b64decode(token)) == 9
+    assert len(password) == 30
+    assert int(year) >= datetime.now().year - 1
+    assert (query, value) == ("a=x+y", "v")
