@@ -443,11 +443,14 @@ def _step_key(event: Event) -> tuple[Any, str]:
     return (step.get("id"), step.get("label") or "")
 
 
-def open_history(warn: bool = True) -> History | None:
-    """The history, with runs of dead processes marked interrupted; None (and a warning) if it cannot open."""
+def open_history(warn: bool = True, find_interrupted: bool = True) -> History | None:
+    """The history, with runs of dead processes marked interrupted; None (and a warning) if it cannot open.
+
+    The scheduler's runs skip that search: the scheduler itself finds its dead children."""
     try:
         history = History()
-        history.mark_interrupted()
+        if find_interrupted:
+            history.mark_interrupted()
         return history
     except (UsageError, sqlite3.Error) as exc:
         if warn:

@@ -64,7 +64,7 @@ def play_file(
     run_id = run_id or new_run_id()
     recorder = Recorder()
     sinks: list[Any] = [recorder]
-    history = open_history() if record else None
+    history = open_history(find_interrupted=trigger != "schedule") if record else None
     if history is not None:
         sinks.append(HistoryRecorder(history, vars_digest(playbook.vars)))
     mode = choose_output(output)
