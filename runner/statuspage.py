@@ -171,8 +171,8 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1f2328; }
 h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
 table { border-collapse: collapse; }
 td, th { padding: .25em .8em; border-bottom: 1px solid #ddd; text-align: left; }
-.status { font-weight: 600; } .failed, .interrupted { color: #d03838; } .ok { color: #2e9d57; }
-.running { color: #2f80ed; } .skipped { color: #6b7280; } .cancelled { color: #a855f7; }
+td.status { font-weight: 600; } td.failed, td.interrupted { color: #d03838; } td.ok { color: #2e9d57; }
+td.running { color: #2f80ed; } td.skipped { color: #6b7280; } td.cancelled { color: #a855f7; }
 tr.failed td, tr.interrupted td { background: #fdecec; }
 .badge { padding: .1em .5em; border-radius: .8em; color: white; }
 svg text { font: 11px system-ui, sans-serif; fill: #57606a; }
@@ -229,11 +229,11 @@ def page(health: dict[str, Any], runs: list[dict[str, Any]]) -> str:
 
 
 def timeline(playbooks: list[str], runs: list[dict[str, Any]], now: float | None = None) -> str:
-    """One row per playbook; each run a bar from its start, as long as it took (2 px at least)."""
+    """One row per scheduled playbook; each run a bar from its start, as long as it took (2 px at least)."""
     now = time.time() if now is None else now
     start = now - TIMELINE_HOURS * 3600
     label_width, width, row = 180, 720, 22
-    names = list(dict.fromkeys(playbooks + [r["playbook"] for r in runs]))
+    names = playbooks
     parts = []
     for hour in range(0, TIMELINE_HOURS + 1, 6):
         x = label_width + width * hour / TIMELINE_HOURS
