@@ -193,7 +193,10 @@ class _Watcher:
             for ticket in tickets:
                 if ticket.cancelled():
                     for connection in list(ticket.connections):
-                        _shut_down(connection)
+                        # Only while the request still has it: a connection already back in
+                        # the pool may be serving another step's request now.
+                        if getattr(connection, "runbook_ticket", None) is ticket:
+                            _shut_down(connection)
             time.sleep(WATCH_EVERY)
 
 
@@ -226,6 +229,7 @@ def cancellable(cancelled: Callable[[], bool]) -> Iterator[Ticket]:
 
 def _enlist(connection: Any) -> None:
     ticket = getattr(_local, "ticket", None)
+    connection.runbook_ticket = ticket
     if ticket is not None:
         ticket.connections.append(connection)
 

@@ -465,13 +465,50 @@ class Request:
             if ctx.cancelled():
                 raise HandlerError(f"{self.what}: cancelled; {path} was left as it was") from exc
             error = client.translate(exc, self.what, self.address, self.timeout)
-            raise HandlerError(f"{error}; {path} was left as it was") from exc
+            got = f" (after {done} of {total} bytes)" if total else f" (after {done} bytes)"
+            raise HandlerError(f"{error}{got}; {path} was left as it was") from exc
         seconds = time.monotonic() - start
         found.update(path=path, bytes=done, throughput=done / seconds if seconds > 0 else None)
         if digest is not None:
             found["sha256"] = digest.hexdigest()
         found["changed"] = True
         return found
+
+
+def redact(args: Any) -> Any:
+    """The step's arguments as they may be shown (a dry-run plan, a label): secrets as ``***``.
+
+    For the engine, which prints a dry-run step's rendered arguments: the URL's password and
+    secret query values, secret headers, params and form fields, ``auth`` values, and JSON
+    keys named like secrets.
+    """
+    if not isinstance(args, dict):
+        return redact_url(str(args)) if isinstance(args, str) else args
+    shown = dict(args)
+    if isinstance(shown.get("url"), str):
+        shown["url"] = redact_url(shown["url"])
+    if isinstance(shown.get("headers"), dict):
+        shown["headers"] = redact_headers(shown["headers"])
+    if isinstance(shown.get("params"), dict):
+        shown["params"] = redact_params(shown["params"])
+    if isinstance(shown.get("data"), dict):
+        shown["data"] = redact_params(shown["data"])
+    if "json" in shown:
+        shown["json"] = _redact_keys(shown["json"])
+    auth = shown.get("auth")
+    if isinstance(auth, dict):
+        basic = auth.get("basic")
+        user = basic[0] if isinstance(basic, list) and basic else None
+        shown["auth"] = {"basic": [user, MASK]} if "basic" in auth else {"bearer": MASK}
+    return shown
+
+
+def _redact_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: MASK if secret_param(str(k)) else _redact_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_keys(v) for v in value]
+    return value
 
 
 # -- arguments ----------------------------------------------------------------------------------

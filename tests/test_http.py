@@ -700,6 +700,23 @@ def test_url_and_header_redaction():
     assert scrub.value({"k": ["s3cr3t!"]}) == {"k": ["***!"]}
 
 
+def test_redact_masks_every_secret_argument_for_display():
+    args = {
+        "url": f"https://deploy:{PASSWORD}@h.example/x?token={TOKEN}",
+        "headers": {"Authorization": f"Bearer {TOKEN}", "Accept": "text/plain"},
+        "params": {"api_key": TOKEN, "page": 1},
+        "json": {"user": "ann", "password": PASSWORD, "nested": [{"client_secret": TOKEN}]},
+        "auth": {"basic": ["deploy", PASSWORD]},
+    }
+    shown = http.redact(args)
+    text = json.dumps(shown)
+    assert TOKEN not in text and PASSWORD not in text
+    assert shown["headers"]["Accept"] == "text/plain" and shown["params"]["page"] == 1
+    assert shown["json"]["user"] == "ann" and shown["auth"] == {"basic": ["deploy", "***"]}
+    assert http.redact({"url": "http://h/", "auth": {"bearer": TOKEN}})["auth"] == {"bearer": "***"}
+    assert args["auth"]["basic"][1] == PASSWORD, "the arguments themselves are left alone"
+
+
 def test_arguments_are_checked_before_anything_is_sent(tmp_path):
     ctx = TaskContext(step_label="unit", cwd=str(tmp_path))
     for args, expected in (
