@@ -10,6 +10,7 @@ the others, so one ``validate`` shows everything to fix.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -782,6 +783,52 @@ def gather_vars(
     return merged
 
 
+def gather_secrets(checker: Checker, entries: Any, playbook_dir: Path) -> dict[str, str]:
+    """``secrets:``: each from the environment, a file, or a ``!vault`` value; all masked from now on."""
+    from runner.masking import SECRETS
+    from runner.vault import SecretText
+
+    found: dict[str, str] = {}
+    if not isinstance(entries, dict):
+        return found
+    for name, spec in entries.items():
+        where, value = f"secrets.{name}", None
+        if isinstance(spec, SecretText):
+            value = str(spec)
+        elif isinstance(spec, str):
+            checker.report(
+                ("secrets", name),
+                where,
+                "a secret in clear text would end up in git",
+                "write {env: NAME}, {file: PATH}, or a !vault value (runbook vault encrypt-string makes one)",
+                at_value=True,
+            )
+        elif isinstance(spec, dict) and isinstance(spec.get("env"), str):
+            value = os.environ.get(spec["env"])
+            if value is None:
+                checker.report(
+                    ("secrets", name, "env"),
+                    where,
+                    f"the environment variable {spec['env']} is not set",
+                    at_value=True,
+                )
+        elif isinstance(spec, dict) and isinstance(spec.get("file"), str):
+            file = playbook_dir / os.path.expanduser(spec["file"])
+            try:
+                value = file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                checker.report(
+                    ("secrets", name, "file"),
+                    where,
+                    f"cannot read {file}: {exc.strerror or exc}",
+                    at_value=True,
+                )
+        if value is not None:
+            SECRETS.add(value)
+            found[str(name)] = value
+    return found
+
+
 def _vars_file(checker: Checker, path: Path, listed_at: JsonPath | None) -> dict[str, Any]:
     if not path.is_file():
         if listed_at is None:
@@ -819,6 +866,7 @@ def check_playbook(
     if (data is None and document.problems) or not checker.top_level(data):
         raise PlaybookError(sorted(checker.problems, key=Diagnostic.sort_key))
     variables = gather_vars(checker, data, path.parent, cli_vars, vars_files)
+    secrets = gather_secrets(checker, data.get("secrets"), path.parent)
     defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
     defaults = {k: v for k, v in defaults.items() if k in DEFAULTABLE_KEYS}
     sections = {s: checker.steps((s,), data.get(s), s, defaults) for s in SECTIONS}
@@ -832,6 +880,7 @@ def check_playbook(
         finally_=sections["finally"],
         description=str(data.get("description", "") or ""),
         vars=variables,
+        secrets=secrets,
         env=dict(env),
         defaults=defaults,
         max_parallel=data.get("max_parallel"),

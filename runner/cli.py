@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from runner import __version__
-from runner.errors import EXIT_INVALID, RunbookError
+from runner.errors import EXIT_INVALID, RunbookError, UsageError
 
 EXIT_INTERNAL = 70  # a bug in runbook itself (EX_SOFTWARE)
 
@@ -44,6 +45,23 @@ debug_option = click.option(
     is_eager=True,
     help="Show a Python traceback when runbook fails.",
 )
+
+
+def _use_vault_key_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        from runner.vault import KEYS
+
+        KEYS.key_file = value
+
+
+vault_key_option = click.option(
+    "--vault-key-file",
+    metavar="FILE",
+    expose_value=False,
+    is_eager=True,
+    callback=_use_vault_key_file,
+    help="The vault key (or passphrase) for !vault values and encrypted files.",
+)
 var_options = [
     click.option(
         "-e",
@@ -65,7 +83,7 @@ var_options = [
 
 
 def with_var_options(func: Any) -> Any:
-    for option in reversed(var_options):
+    for option in reversed([*var_options, vault_key_option]):
         func = option(func)
     return func
 
@@ -101,7 +119,8 @@ def validate(files: tuple[str, ...], cli_vars: tuple[str, ...], vars_files: tupl
       runbook validate site.yml
       runbook validate playbooks/*.yml -e env=prod --vars-file vars/prod.yml
     """
-    from runner.errors import PlaybookError, UsageError
+    from runner.errors import PlaybookError
+    from runner.masking import SECRETS
     from runner.playbook import Group, load_playbook
 
     failed = False
@@ -111,7 +130,7 @@ def validate(files: tuple[str, ...], cli_vars: tuple[str, ...], vars_files: tupl
         except PlaybookError as exc:
             failed = True
             for diagnostic in exc.diagnostics:
-                echo(diagnostic.format())
+                echo(SECRETS.text(diagnostic.format()))
             count = len(exc.diagnostics)
             echo(style(f"{file}: {count} problem{'s' if count != 1 else ''}", fg="red"), err=True)
             continue
@@ -271,6 +290,7 @@ def tasks(name: str | None) -> None:
     show_default=True,
     help="Log lines' format.",
 )
+@vault_key_option
 @debug_option
 def schedule(
     files: tuple[str, ...],
@@ -309,6 +329,154 @@ def schedule(
         server = start_status_server(daemon, http_address, http_token)
         log("http", f"status page on {server.url}/ (health: {server.url}/healthz)", url=server.url)
     sys.exit(daemon.run())
+
+
+@cli.group()
+def vault() -> None:
+    """Encrypt values and files so playbooks can live in git without their secrets.
+
+    The key comes from --vault-key-file, RUNBOOK_VAULT_KEY (the key text) or
+    RUNBOOK_VAULT_KEY_FILE. A key file holds a generated key or a passphrase.
+
+    \b
+    Examples:
+      runbook vault keygen --out ~/.config/runbook/vault.key
+      printf %s "$TOKEN" | runbook vault encrypt-string --name api_token --vault-key-file vault.key
+      runbook vault encrypt vars/prod.yml --vault-key-file vault.key
+    """
+
+
+@vault.command()
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the key to this file (mode 0600).")
+@debug_option
+def keygen(out: str | None) -> None:
+    """Make a new random vault key (256 bits).
+
+    \b
+    Examples:
+      runbook vault keygen --out vault.key
+      export RUNBOOK_VAULT_KEY="$(runbook vault keygen)"
+    """
+    from runner.vault import generate_key
+
+    key = generate_key()
+    if out is None:
+        click.echo(key)
+        return
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{out} exists: keep it (it may decrypt your secrets), or remove it first") from None
+    except OSError as exc:
+        raise UsageError(f"cannot create {out}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    echo(f"wrote a new vault key to {out} (mode 0600); keep it out of git", err=True)
+
+
+@vault.command("encrypt-string")
+@click.option("--name", default="secret", show_default=True, help="The YAML key to print before the value.")
+@vault_key_option
+@debug_option
+def encrypt_string(name: str) -> None:
+    """Encrypt one value read from stdin (or typed at a prompt); print a YAML snippet.
+
+    The value is never taken from the command line, where shell history and process
+    lists would keep it. One trailing newline of piped input is dropped.
+
+    \b
+    Examples:
+      printf %s "$DB_PASSWORD" | runbook vault encrypt-string --name db_password
+      runbook vault encrypt-string --name api_token     # prompts, without echo
+    """
+    from runner.vault import KEYS, encrypt, yaml_snippet
+
+    key = KEYS.key()
+    if sys.stdin.isatty():
+        value = click.prompt("value to encrypt", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        value = sys.stdin.read()
+        value = value[:-1] if value.endswith("\n") else value
+    if not value:
+        raise UsageError("nothing to encrypt: the value is empty")
+    click.echo(yaml_snippet(name, encrypt(value, key)), nl=False)
+
+
+def _vault_file(file: str) -> tuple[Any, str]:
+    from runner.loader import read_text
+    from runner.vault import KEYS
+
+    return KEYS.key(), read_text(Path(file))
+
+
+@vault.command("encrypt")
+@click.argument("file", type=click.Path(dir_okay=False))
+@vault_key_option
+@debug_option
+def encrypt_file(file: str) -> None:
+    """Encrypt a whole file (a vars file, say) in place, atomically.
+
+    \b
+    Examples:
+      runbook vault encrypt vars/prod.yml --vault-key-file vault.key
+    """
+    from runner.reports import write_atomically
+    from runner.vault import encrypt, is_encrypted
+
+    key, text = _vault_file(file)
+    if is_encrypted(text):
+        raise UsageError(f"{file} is encrypted already")
+    write_atomically(Path(file), encrypt(text, key), keep_mode=True)
+    echo(f"encrypted {file}", err=True)
+
+
+@vault.command("decrypt")
+@click.argument("file", type=click.Path(dir_okay=False))
+@vault_key_option
+@debug_option
+def decrypt_file(file: str) -> None:
+    """Decrypt a whole file in place, atomically.
+
+    \b
+    Examples:
+      runbook vault decrypt vars/prod.yml --vault-key-file vault.key
+    """
+    from runner.reports import write_atomically
+    from runner.vault import decrypt, is_encrypted
+
+    key, text = _vault_file(file)
+    if not is_encrypted(text):
+        raise UsageError(f"{file} is not encrypted")
+    write_atomically(Path(file), _decrypted(file, text, key, decrypt), keep_mode=True)
+    echo(f"decrypted {file}", err=True)
+
+
+@vault.command("view")
+@click.argument("file", type=click.Path(dir_okay=False))
+@vault_key_option
+@debug_option
+def view(file: str) -> None:
+    """Print an encrypted file's text, leaving the file as it is.
+
+    \b
+    Examples:
+      runbook vault view vars/prod.yml --vault-key-file vault.key | less
+    """
+    from runner.vault import decrypt, is_encrypted
+
+    key, text = _vault_file(file)
+    if not is_encrypted(text):
+        raise UsageError(f"{file} is not encrypted")
+    click.echo(_decrypted(file, text, key, decrypt), nl=False)
+
+
+def _decrypted(file: str, text: str, key: Any, decrypt: Any) -> str:
+    from runner.vault import VaultError
+
+    try:
+        return str(decrypt(text, key))
+    except VaultError as exc:
+        raise VaultError(f"{file}: {exc}") from None
 
 
 @cli.command()
@@ -386,7 +554,9 @@ def main(argv: list[str] | None = None) -> None:
     except RunbookError as exc:
         if debug:
             raise
-        echo(f"runbook: error: {exc}", err=True)
+        from runner.masking import SECRETS
+
+        echo(f"runbook: error: {SECRETS.text(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -42,6 +42,7 @@ from typing import Any
 from runner.errors import PlaybookError, RunbookError, UsageError
 from runner.events import now_iso
 from runner.history import History
+from runner.masking import SECRETS
 from runner.playbook import Playbook, load_playbook
 from runner.schedules import Schedule, ScheduleError, parse_schedule
 from runner.units import format_duration, parse_duration
@@ -162,6 +163,7 @@ class Logger:
         self.lock = threading.Lock()
 
     def __call__(self, event: str, message: str, **fields: Any) -> None:
+        message = SECRETS.text(message)
         if self.fmt == "json":
             line = json.dumps({"time": now_iso(), "event": event, **fields, "message": message}, default=str)
         else:

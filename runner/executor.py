@@ -140,7 +140,9 @@ class Executor:
         }
         failed = False
         try:
-            self.base = run_context(self.playbook.vars, run_info, env=self.playbook.env)
+            self.base = run_context(
+                self.playbook.vars, run_info, env=self.playbook.env, secrets=self.playbook.secrets
+            )
         except TemplateError as exc:
             self.run_error = f"{self.playbook.path}: {exc}"
             failed = True

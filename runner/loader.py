@@ -17,6 +17,7 @@ Merge keys (``<<: *defaults``) work as in YAML 1.1: explicit keys win.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +49,16 @@ _MERGE = "tag:yaml.org,2002:merge"
 # A document may build at most this many values from aliases beyond its own nodes.
 MAX_NODES = 100_000
 
-# Extra scalar tags, such as ``!vault``: tag → function(text, position) → value.
-TAG_CONSTRUCTORS: dict[str, Callable[[str, Position], Any]] = {}
+
+def _sealed(text: str, position: Position) -> Any:
+    from runner.vault import Sealed
+
+    return Sealed(text, position)
+
+
+# Extra scalar tags: tag → function(text, position) → value. ``!vault`` values are decrypted
+# once the whole file is loaded (the key may be named in the file itself).
+TAG_CONSTRUCTORS: dict[str, Callable[[str, Position], Any]] = {"!vault": _sealed}
 
 _scalar_constructor = yaml.SafeLoader("")
 
@@ -355,8 +364,46 @@ def read_text(path: Path) -> str:
 
 
 def load_file(path: Path, text: str | None = None) -> Document:
-    """Read and parse a YAML file (or ``text``, a copy of it read earlier)."""
-    return parse_text(read_text(path) if text is None else text, str(path))
+    """Read and parse a YAML file (or ``text``, a copy of it read earlier).
+
+    ``!vault`` values are decrypted, and a file encrypted whole (``runbook vault encrypt``)
+    is decrypted first, all its values then being secrets. A playbook's ``vault_key_file:``
+    is where the key is read from when neither the command line nor the environment gives one.
+    """
+    from runner import vault
+
+    text = read_text(path) if text is None else text
+    encrypted = vault.is_encrypted(text)
+    if encrypted:
+        try:
+            text = vault.decrypt(text, vault.KEYS.key())
+        except vault.VaultError as exc:
+            problem = Diagnostic(Position(str(path), 1, 1), "encrypted file", str(exc))
+            return Document(path, None, SourceMap(), [problem])
+    document = parse_text(text, str(path))
+    data = document.data
+    named_key = data.get("vault_key_file") if isinstance(data, dict) else None
+    if isinstance(named_key, str) and vault.KEYS.fallback_file is None:
+        vault.KEYS.fallback_file = path.parent / os.path.expanduser(named_key)
+    if _has_sealed(data):
+        document.data = vault.unseal(data, document.problems)
+    if encrypted:
+        from runner.masking import SECRETS
+
+        SECRETS.add_all(document.data)
+    return document
+
+
+def _has_sealed(data: Any) -> bool:
+    from runner.vault import Sealed
+
+    if isinstance(data, Sealed):
+        return True
+    if isinstance(data, dict):
+        return any(_has_sealed(v) for v in data.values())
+    if isinstance(data, list):
+        return any(_has_sealed(v) for v in data)
+    return False
 
 
 def parse_cli_var(text: str) -> tuple[str, Any]:

@@ -23,6 +23,7 @@ from runner.errors import EXIT_INVALID, EXIT_SIGINT, PlaybookError
 from runner.events import EventBus, JsonPrinter, PlainPrinter, Recorder
 from runner.executor import Executor, RunOptions
 from runner.history import HistoryRecorder, open_history
+from runner.masking import SECRETS
 from runner.playbook import load_playbook
 
 
@@ -59,7 +60,7 @@ def play_file(
         playbook = load_playbook(file, cli_vars, vars_files, text)
     except PlaybookError as exc:
         for diagnostic in exc.diagnostics:
-            print(diagnostic.format(), file=sys.stderr)
+            print(SECRETS.text(diagnostic.format()), file=sys.stderr)
         return EXIT_INVALID
     run_id = run_id or new_run_id()
     recorder = Recorder()
@@ -76,7 +77,7 @@ def play_file(
         sinks.append(LiveConsole(verbose=verbose, dry_run=dry_run, no_color=bool(os.environ.get("NO_COLOR"))))
     else:
         sinks.append(PlainPrinter(verbose=verbose, dry_run=dry_run))
-    events = EventBus(run_id, sinks)
+    events = EventBus(run_id, sinks, mask=SECRETS.mask if SECRETS else None)
     options = RunOptions(
         dry_run=dry_run, tags=tags, skip_tags=skip_tags, max_parallel=max_parallel, trigger=trigger
     )

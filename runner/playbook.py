@@ -145,6 +145,7 @@ class Playbook:
     finally_: list[Node] = field(default_factory=list)
     description: str = ""
     vars: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)  # plaintext: never printed, only masked
     env: dict[str, Any] = field(default_factory=dict)  # unrendered, as written
     defaults: dict[str, Any] = field(default_factory=dict)
     max_parallel: Any = None

@@ -51,12 +51,16 @@ def report_data(recorder: Recorder) -> dict[str, Any]:
     }
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it, renamed into place."""
+def write_atomically(path: Path, text: str, keep_mode: bool = False) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it, renamed into place.
+
+    ``keep_mode`` gives the new file the old one's mode (a file rewritten in place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if keep_mode and path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o7777)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

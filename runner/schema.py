@@ -112,6 +112,32 @@ PLAYBOOK_KEYS: dict[str, Any] = {
         "description": 'When `runbook schedule` runs it: "every day at 02:30" or cron "30 2 * * *".',
     },
     "timezone": {"type": "string", "description": "IANA time zone of the schedule."},
+    "secrets": {
+        "type": "object",
+        "additionalProperties": {
+            "anyOf": [
+                {"type": "string", "title": "a !vault value"},
+                {
+                    "type": "object",
+                    "properties": {"env": {"type": "string", "description": "An environment variable."}},
+                    "required": ["env"],
+                    "additionalProperties": False,
+                },
+                {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "description": "A file (its text, trimmed)."}},
+                    "required": ["file"],
+                    "additionalProperties": False,
+                },
+            ]
+        },
+        "description": "Secret values, read as secrets.NAME and masked in every output: {env: NAME},"
+        " {file: PATH} or a !vault value.",
+    },
+    "vault_key_file": {
+        "type": "string",
+        "description": "The vault key's file, if neither --vault-key-file nor RUNBOOK_VAULT_KEY gives one.",
+    },
     "overlap": {
         "enum": ["skip", "queue", "allow"],
         "default": "skip",
