@@ -81,7 +81,7 @@ class Entry:
     timeout: float | None = None
     children: list[Child] = field(default_factory=list)
     queued: float | None = None  # planned time of the one run waiting (overlap: queue)
-    launch_at: list[float] = field(default_factory=list)  # due runs waiting out their jitter
+    launch_at: list[tuple[float, float]] = field(default_factory=list)  # (start, due): waiting out jitter
     last_status: str | None = None
     last_duration: float | None = None
     last_run_id: str | None = None
@@ -238,7 +238,7 @@ class Daemon:
                 self.log(
                     "catch_up", f"{entry.name}: a run was missed while the scheduler was down: running it now"
                 )
-                entry.launch_at.append(time.time())
+                entry.launch_at.append((time.time(), time.time()))
 
     def reload(self) -> None:
         """SIGHUP: load the files again; a file that no longer loads keeps its old version."""
@@ -308,14 +308,14 @@ class Daemon:
                 planned = entry.schedule.next_run
                 entry.schedule.advance()
                 offset = random.uniform(0, entry.jitter) if entry.jitter else 0.0
-                entry.launch_at.append(planned + offset)
-            for planned in [t for t in entry.launch_at if t <= now]:
-                entry.launch_at.remove(planned)
-                self._due(entry, planned)
+                entry.launch_at.append((planned + offset, planned))
+            for launch in [pair for pair in entry.launch_at if pair[0] <= now]:
+                entry.launch_at.remove(launch)
+                self._due(entry, *launch)
         self._reap()
         self._enforce_deadlines()
 
-    def _due(self, entry: Entry, planned: float) -> None:
+    def _due(self, entry: Entry, planned: float, due: float) -> None:
         """A run came due: start it, or queue or skip it when the last one still runs."""
         if entry.children and entry.overlap != "allow":
             if entry.overlap == "queue" and entry.queued is None:
@@ -331,9 +331,10 @@ class Daemon:
                 "skipped", f"{entry.name}: run {run_id} skipped: {reason}", playbook=entry.name, run_id=run_id
             )
             return
-        self._start(entry, planned)
+        self._start(entry, planned, due)
 
-    def _start(self, entry: Entry, planned: float) -> None:
+    def _start(self, entry: Entry, planned: float, due: float | None = None) -> None:
+        """Start a run planned for ``planned`` (its ``due`` time plus any jitter)."""
         run_id = _new_run_id()
         process = self.forks.Process(
             target=run_child,
@@ -351,6 +352,7 @@ class Daemon:
             run_id=run_id,
             pid=process.pid,
             planned=planned,
+            due=planned if due is None else due,
             started=now,
             drift=now - planned,
         )
@@ -433,7 +435,7 @@ class Daemon:
     def _next_wake(self) -> float:
         now = time.time()
         times = [entry.schedule.next_run for entry in self.entries]
-        times += [t for entry in self.entries for t in entry.launch_at]
+        times += [launch for entry in self.entries for launch, _ in entry.launch_at]
         soonest = min(times, default=now + MAX_SLEEP)
         return max(0.0, min(MAX_SLEEP, soonest - now))
 

@@ -174,6 +174,18 @@ def test_overlap_skip_never_runs_two_at_once_and_records_the_skips(tmp_path):
     assert "overlap: skip" in report["run"]["error"]
 
 
+def test_jitter_spreads_starts_after_the_due_time(tmp_path):
+    spread = playbook(tmp_path, "spread", "  - shell: 'true'\n", extra="jitter: 0.8s\n")
+    with Scheduler([spread], cwd=tmp_path) as daemon:
+        daemon.wait_runs(4, timeout=40)
+        assert daemon.stop() == 0
+    starts = [e for e in daemon.events if e["event"] == "run_started"]
+    offsets = [e["planned"] - e["due"] for e in starts]
+    assert all(0 <= offset <= 0.8 for offset in offsets), offsets
+    assert len(set(offsets)) > 1  # drawn at random, not one fixed delay
+    assert all(e["started"] >= e["planned"] for e in starts)
+
+
 def test_overlap_queue_starts_the_waiting_run_when_the_last_ends(tmp_path):
     slow = playbook(tmp_path, "queued", "  - wait: 1.5s\n", extra="overlap: queue\n")
     with Scheduler([slow], cwd=tmp_path) as daemon:
