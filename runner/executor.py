@@ -30,7 +30,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,6 +101,7 @@ class Executor:
         self.events = events
         self.handlers = handlers_for(n.handler for n in playbook.walk() if isinstance(n, Step))
         self.processes = ProcessGroups()
+        self.run_end: list[Callable[[], None]] = []  # stops for what steps leave running (serve)
         self.cancel_reason: str | None = None
         self.run_error: str | None = None  # why the run failed outside any step
         self.run_timeout: float | None = None
@@ -121,6 +122,15 @@ class Executor:
         self.schema_checker = combined_schema(self.handlers)[1]
 
     # -- the run --------------------------------------------------------------------------
+
+    def _stop_background(self) -> None:
+        """Stop what steps left running for the run (``ctx.at_run_end``), last started first."""
+        while self.run_end:
+            stop = self.run_end.pop()
+            try:
+                stop()
+            except Exception as exc:  # one that fails to stop must not keep the others running
+                self.run_error = self.run_error or f"stopping a background task failed: {exc}"
 
     def run(self) -> RunResult:
         start = time.monotonic()
@@ -170,6 +180,7 @@ class Executor:
             failed = failed or finally_failed
             if interrupted:
                 self.cancelled.set()
+        self._stop_background()
         duration = time.monotonic() - start
         if self.cancel_reason in ("SIGINT", "SIGTERM"):
             status, exit_code = "cancelled", CANCEL_EXIT_CODES[self.cancel_reason]
@@ -599,6 +610,7 @@ class Executor:
             renderer=lambda text, extra, name: render_text(
                 text, {**context, "steps": self.base["steps"], **extra}, name
             ),
+            run_end=self.run_end,
         )
         timed_out = threading.Event()
         timer = None

@@ -68,6 +68,7 @@ class TaskContext:
     emit_progress: Callable[[int, int], None] = lambda done, total: None
     evaluator: Callable[[Any], Any] | None = None
     renderer: Callable[[str, Mapping[str, Any], str], str] | None = None
+    run_end: list[Callable[[], None]] = field(default_factory=list)
 
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
@@ -91,6 +92,11 @@ class TaskContext:
         if self.evaluator is None:
             raise RuntimeError("this context cannot evaluate expressions")
         return self.evaluator(expression)
+
+    def at_run_end(self, stop: Callable[[], None]) -> None:
+        """Call ``stop`` when the run ends (after ``finally``, also after a failure or a
+        cancellation): how a handler leaves something running for the rest of the run."""
+        self.run_end.append(stop)
 
     def render(self, text: str, extra_vars: Mapping[str, Any] | None = None, name: str = "<template>") -> str:
         """``text`` rendered as a Jinja template over the run's context plus ``extra_vars``.
