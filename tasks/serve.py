@@ -54,11 +54,10 @@ result = {
     "host": "the address it listens on",
 }
 example = """\
-- id: site
+- id: site                                     # later: http: "{{ steps.site.url }}index.html"
   serve: {path: ./report, port: 0}
-- http: "{{ steps.site.url }}index.html"
-- id: hook
-  serve: {response: {status: 204, body: ""}}   # a stand-in webhook for on_failure
+- id: hook                                     # a stand-in webhook for on_failure
+  serve: {response: {status: 204, body: ""}}
 """
 
 
