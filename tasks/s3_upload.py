@@ -43,6 +43,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,15 +180,16 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
     location = f"s3://{upload.bucket}/{items[0].key if single else prefix}"
     if ctx.dry_run:
         return upload.dry_run(prefix, single, location)
-    upload.connect()
+    upload.hash_ahead()
     try:
+        upload.connect()
         if upload.skip_unchanged:
             upload.look(prefix, single)
         upload.send()
     except HandlerError as exc:
         raise HandlerError(str(exc), result=upload.summary(started, location)) from exc
     finally:
-        upload.save_records()
+        upload.finish()
     return upload.summary(started, location)
 
 
@@ -303,6 +305,37 @@ class Upload:
         self.done = 0
         self._lock = threading.Lock()
         self._denied_head = False
+        self._stop = threading.Event()
+        self._hasher: ThreadPoolExecutor | None = None
+        self._digests: dict[str, Future[tuple[str, int]]] = {}
+
+    def is_big(self, item: Item) -> bool:
+        return item.size >= self.threshold and item.size > 0
+
+    def hash_ahead(self) -> None:
+        """Hash the files that go up in parts in a thread, from now on, one after the other.
+
+        Their SHA-256 goes into the object's metadata, which S3 takes when an upload starts,
+        so each is read once before its upload: meanwhile botocore loads, the prefix is
+        listed, and the file before is uploaded (hashlib lets go of the interpreter's lock).
+        """
+        big = [item for item in self.items if self.is_big(item)]
+        if not big:
+            return
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-upload-hash")
+
+        def stopped() -> bool:
+            return self._stop.is_set() or self.ctx.cancelled()
+
+        for item in big:
+            self._digests[item.key] = self._hasher.submit(file_digest, item.path, "sha256", None, stopped)
+
+    def finish(self) -> None:
+        self._stop.set()
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True, cancel_futures=True)
+        if self.s3 is not None:
+            self.records.save()
 
     # -- S3 ------------------------------------------------------------------------------------
 
@@ -375,8 +408,8 @@ class Upload:
     # -- sending ---------------------------------------------------------------------------------
 
     def send(self) -> None:
-        small = [item for item in self.items if item.size < self.threshold or item.size == 0]
-        big = [item for item in self.items if item.size >= self.threshold and item.size > 0]
+        small = [item for item in self.items if not self.is_big(item)]
+        big = [item for item in self.items if self.is_big(item)]
         start = time.monotonic()
         try:
             in_pool(small, self.put_small, self.concurrency, self.ctx.cancelled)
@@ -468,7 +501,7 @@ class Upload:
             manager.shutdown()
 
     def put_multipart(self, manager: Any, item: Item) -> None:
-        hexdigest, size = file_digest(item.path, "sha256", cancelled=self.ctx.cancelled)
+        hexdigest, size = self._digests[item.key].result()
         digest = bytes.fromhex(hexdigest)
         if self.is_unchanged(item, size, digest):
             self.skip(item, size)
@@ -505,10 +538,6 @@ class Upload:
         self.records.note(item.key, etag, size, hexdigest)
 
     # -- records, results ------------------------------------------------------------------------
-
-    def save_records(self) -> None:
-        if self.s3 is not None:
-            self.records.save()
 
     def summary(self, started: float, location: str) -> dict[str, Any]:
         uploaded = sorted(self.uploaded, key=lambda entry: entry["key"])
