@@ -20,7 +20,7 @@ from typing import Any
 from runner.errors import HandlerError
 from runner.schema import DURATION, SIZE, string_or_list
 from tasks._files import os_error
-from tasks._select import as_list, select, tree_size
+from tasks._select import FolderFd, as_list, select, tree_size
 from tasks._walk import Entry
 
 name = "delete"
@@ -56,8 +56,10 @@ example = """\
 def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
     entries = select(as_list(args["path"]), ctx.cwd, args)
     if not args.get("force"):
+        protected = protected_folders(ctx)
         for entry in entries:
-            _refuse_protected(entry, ctx)
+            if entry.is_dir:  # a file or a link cannot be, nor hold, a protected folder
+                _refuse_protected(entry, protected)
     sizes = [tree_size(entry) for entry in entries]
     freed = sum(size for size, _ in sizes)
     files = sum(count for _, count in sizes)
@@ -75,16 +77,17 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
         }
     done: list[str] = []
     done_bytes = done_files = 0
-    for entry, (size, count) in zip(entries, sizes, strict=True):
-        if ctx.cancelled():
-            raise HandlerError("cancelled while deleting", result=_result(done, done_files, done_bytes))
-        try:
-            _remove(entry)
-        except HandlerError as exc:
-            raise HandlerError(str(exc), result=_result(done, done_files, done_bytes)) from exc
-        done.append(entry.path)
-        done_bytes += size
-        done_files += count
+    with FolderFd() as folders:
+        for entry, (size, count) in zip(entries, sizes, strict=True):
+            if ctx.cancelled():
+                raise HandlerError("cancelled while deleting", result=_result(done, done_files, done_bytes))
+            try:
+                _remove(entry, folders)
+            except HandlerError as exc:
+                raise HandlerError(str(exc), result=_result(done, done_files, done_bytes)) from exc
+            done.append(entry.path)
+            done_bytes += size
+            done_files += count
     return _result(done, done_files, done_bytes)
 
 
@@ -110,11 +113,8 @@ def protected_folders(ctx: Any) -> dict[str, str]:
     return {os.path.realpath(path): what for path, what in reversed(named.items())}
 
 
-def _refuse_protected(entry: Entry, ctx: Any) -> None:
-    if entry.is_link:
-        return  # deleting a link leaves what it points to alone
+def _refuse_protected(entry: Entry, protected: dict[str, str]) -> None:
     target = os.path.realpath(entry.path)
-    protected = protected_folders(ctx)
     if target in protected:
         raise HandlerError(
             f"refusing to delete {entry.path}: it is {protected[target]}; "
@@ -128,10 +128,10 @@ def _refuse_protected(entry: Entry, ctx: Any) -> None:
             )
 
 
-def _remove(entry: Entry) -> None:
+def _remove(entry: Entry, folders: FolderFd) -> None:
     if not entry.is_dir:
         try:
-            os.unlink(entry.path)
+            folders.unlink(entry.path)
         except FileNotFoundError:
             pass  # gone meanwhile: what was wanted
         except OSError as exc:

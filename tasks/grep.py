@@ -145,13 +145,24 @@ def _check(expect: Any, count: int) -> str | None:
 class Search:
     """Counts matching lines, file by file, reading big blocks and matching them whole.
 
-    A block is searched at once (far faster than line by line); each hit is then checked
-    against its own line alone, so a pattern that could span lines (``\\s``, ``[^x]``)
-    counts as it would in ``grep``, line by line.
+    A block of whole lines is searched at once (far faster than line by line), in one of
+    three ways, all finding exactly the lines where ``re.search`` finds the pattern:
+
+    - when every match must contain some plain text (``ERROR`` in ``\\bERROR\\b``), that
+      text is found with ``bytes.find`` and only the lines holding it are matched (a
+      pattern that is only plain text needs no matching at all);
+    - else an ASCII pattern on an ASCII block is matched on the bytes as they are;
+    - else the block is decoded (bad bytes replaced) and matched as text. A hit that runs
+      past its line (``\\s`` can match a newline) counts only if its line alone matches.
+
+    Lines are counted (``bytes.count``, the largest cost) for line numbers, ``since_line``
+    and ``last_line``; with ``tail_bytes`` they are not.
     """
 
     def __init__(self, pattern: re.Pattern[str], listed: int, since_line: int, tail_bytes: int | None):
         self.pattern = pattern
+        self.required, self.exact = _required_text(pattern)
+        self.ascii_pattern = _ascii_twin(pattern)
         self.listed = listed
         self.since_line = since_line
         self.tail_bytes = tail_bytes
@@ -159,26 +170,33 @@ class Search:
         self.matches: list[dict[str, Any]] = []
         self.counts: dict[str, int] = {}
         self.last_line: dict[str, int | None] = {}
+        self._numbered = (0, 0)  # line numbers counted so far in the block: (offset, lines before it)
 
     def file(self, path: str) -> None:
         found = 0
         line = 0  # lines before the current block
+        # One buffer, read into again and again: fresh 1 MiB objects for every read would
+        # cost page faults. What follows the last newline moves to its front for the next read.
+        buffer = bytearray(2 * BLOCK)
         try:
-            with open(path, "rb") as handle:
-                rest = self.skip_to_tail(handle) if self.tail_bytes is not None else b""
+            with open(path, "rb", buffering=0) as handle:
+                head = self.skip_to_tail(handle) if self.tail_bytes is not None else b""
+                buffer[: len(head)] = head
+                have = len(head)
                 while True:
-                    data = handle.read(BLOCK)
-                    block = rest + data
-                    if data:
-                        end = block.rfind(b"\n") + 1
-                        if end == 0:
-                            rest = block
-                            continue  # one long line: read on
-                        block, rest = block[:end], block[end:]
-                    if block:
-                        found += self.block(path, block, line)
-                        line += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-                    if not data:
+                    if len(buffer) - have < BLOCK:
+                        buffer.extend(bytes(BLOCK))  # a line longer than the buffer: make room
+                    with memoryview(buffer) as view:
+                        count = handle.readinto(view[have : have + BLOCK])
+                    have += count
+                    stop = buffer.rfind(b"\n", 0, have) + 1 if count else have
+                    if stop:
+                        hits, lines = self.block(path, buffer, stop, line)
+                        found += hits
+                        line += lines
+                        buffer[: have - stop] = buffer[stop:have]
+                        have -= stop
+                    if not count:
                         break
         except OSError as exc:
             raise os_error(exc, "read", path) from exc
@@ -199,32 +217,174 @@ class Search:
                 return chunk[cut + 1 :]
         return b""
 
-    def block(self, path: str, raw: bytes, before: int) -> int:
-        """Matching lines in a block of whole lines; ``before`` lines precede it in the file."""
-        skip = self.since_line - before - 1  # lines of the block before since_line
-        if skip > 0 and skip >= raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1):
-            return 0
-        text = raw.decode("utf-8", errors="replace")
+    def block(self, path: str, buffer: bytearray, stop: int, before: int) -> tuple[int, int]:
+        """(matching lines, lines) in ``buffer[:stop]``, whole lines; ``before`` lines precede it."""
+        if self.tail_bytes is None:
+            lines = buffer.count(b"\n", 0, stop) + (0 if buffer[stop - 1] == 10 else 1)
+            skip = self.since_line - before - 1  # lines of the block before since_line
+            if skip >= lines:
+                return 0, lines
+        else:
+            lines, skip = 0, 0  # lines are not counted from the middle of a file
+        hay: Any
+        newline: Any
+        if self.required is not None or (self.ascii_pattern is not None and buffer[:stop].isascii()):
+            hay, newline = buffer, b"\n"
+        else:
+            with memoryview(buffer) as view:
+                hay, newline = str(view[:stop], "utf-8", "replace"), "\n"
+            stop = len(hay)
         position = 0
         for _ in range(max(0, skip)):
-            position = text.index("\n", position) + 1
-        last = len(text) - 1 if text.endswith("\n") else len(text)  # where the last line ends
-        counted_at, counted = 0, before  # line numbers, counted as far as needed
-        found = 0
-        search = self.pattern.search
-        while position <= last and (hit := search(text, position)) is not None:
+            position = hay.index(newline, position) + 1
+        hits = self.lines_found(hay, position, stop, newline)
+        self._numbered = (0, before)
+        for start, end in hits[: max(0, self.listed - len(self.matches))]:
+            self.list_match(path, hay, start, end, newline)
+        return len(hits), lines
+
+    def lines_found(self, hay: Any, position: int, stop: int, newline: Any) -> list[tuple[int, int]]:
+        """(start, end) of every matching line of ``hay[position:stop]``."""
+        found = []
+        if self.required is not None:
+            required, exact, find, rfind = self.required, self.exact, hay.find, hay.rfind
+            while (at := find(required, position, stop)) >= 0:
+                start = rfind(newline, 0, at) + 1
+                end = find(newline, at, stop)
+                end = stop if end < 0 else end
+                if exact or self.line_matches(hay[start:end]):
+                    found.append((start, end))
+                position = end + 1
+            return found
+        search = self.pattern.search if isinstance(hay, str) else self.ascii_pattern.search  # type: ignore[union-attr]
+        last = stop - 1 if hay[stop - 1 : stop] == newline else stop  # where the last line ends
+        while position <= last and (hit := search(hay, position, stop)) is not None:
             if hit.start() > last:
                 break  # an empty match after the final newline: not a line
-            start = text.rfind("\n", 0, hit.start()) + 1
-            end = text.find("\n", hit.start())
-            end = len(text) if end < 0 else end
-            line_text = text[start:end].rstrip("\r")
-            if hit.end() <= end or search(line_text):  # a hit across lines counts if its line matches
-                found += 1
-                if len(self.matches) < self.listed:
-                    counted += text.count("\n", counted_at, start)
-                    counted_at = start
-                    number = None if self.tail_bytes is not None else counted + 1
-                    self.matches.append({"file": path, "line": number, "text": line_text[:LONGEST_TEXT]})
+            start = hay.rfind(newline, 0, hit.start()) + 1
+            end = hay.find(newline, hit.start(), stop)
+            end = stop if end < 0 else end
+            if hit.end() <= end or search(hay[start:end]):
+                found.append((start, end))
             position = end + 1
         return found
+
+    def line_matches(self, line: bytearray) -> bool:
+        if self.ascii_pattern is not None and line.isascii():
+            return self.ascii_pattern.search(line) is not None
+        return self.pattern.search(line.decode("utf-8", errors="replace")) is not None
+
+    def list_match(self, path: str, hay: Any, start: int, end: int, newline: Any) -> None:
+        number = None
+        if self.tail_bytes is None:
+            # Lines are counted on from the last listed match of the block, not from its start.
+            offset, counted = self._numbered
+            counted += hay.count(newline, offset, start)
+            self._numbered = (start, counted)
+            number = counted + 1
+        text = hay[start:end]
+        if not isinstance(text, str):
+            text = text.decode("utf-8", errors="replace")
+        self.matches.append({"file": path, "line": number, "text": text.rstrip("\r")[:LONGEST_TEXT]})
+
+
+_REPEAT = re.compile(r"\d+(?:,\d*)?\}|,\d+\}")  # after "{": a repeat count; else "{" is plain text
+
+
+def _required_text(pattern: re.Pattern[str]) -> tuple[bytes | None, bool]:
+    """Plain text every match must contain (as UTF-8), and whether it is the whole pattern.
+
+    Read from the pattern's top level, conservatively: text inside groups and classes,
+    and a character a quantifier may repeat or drop, are left out; an alternation at the
+    top level, escapes that stand for other characters, case-insensitivity and verbose
+    patterns give nothing. One character is too little to be worth it.
+    """
+    text = pattern.pattern
+    if not text or pattern.flags & (re.IGNORECASE | re.VERBOSE):
+        return None, False
+    runs: list[str] = []
+    run: list[str] = []
+    exact = True
+    index = 0
+    while index < len(text):
+        char = text[index]
+        index += 1
+        if char == "\\":
+            if index >= len(text):
+                return None, False
+            escaped = text[index]
+            index += 1
+            if not escaped.isalnum():
+                run.append(escaped)  # \. \[ \\ ...: that character itself
+                continue
+            if escaped not in "bBAZ" and (escaped in "xuUN" or escaped.isdigit()):
+                return None, False  # \x41, \1...: characters or groups we do not read
+            exact = False
+        elif char == "|":
+            return None, False
+        elif char in "([":
+            closing = _group_end(text, index - 1)
+            if closing < 0:
+                return None, False
+            index = closing + 1
+            exact = False
+        elif char in "*?" or (char == "{" and (counted := _REPEAT.match(text, index))):
+            if run:
+                run.pop()  # the character before may be absent
+            exact = False
+            if char == "{":
+                index = counted.end()  # type: ignore[union-attr]
+        elif char in "+.^$":
+            exact = False  # "+": the character may repeat, so the text goes no further
+        else:
+            run.append(char)
+            continue
+        runs.append("".join(run))
+        run = []
+    runs.append("".join(run))
+    best = max(runs, key=len)
+    if len(best) < 2 or "\n" in best:
+        return None, False
+    return best.encode("utf-8"), exact and best == text
+
+
+def _group_end(text: str, start: int) -> int:
+    """Index of the ``)`` or ``]`` closing the group or class opened at ``start``, or -1."""
+    depth = 0
+    index = start
+    class_start = -1  # where the class's first character is; -1 outside a class
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            index += 2
+            continue
+        if class_start >= 0:
+            if char == "]" and index > class_start:
+                class_start = -1
+                if depth == 0:
+                    return index
+        elif char == "[":
+            class_start = index + 1 + (1 if text[index + 1 : index + 2] == "^" else 0)
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return index
+        index += 1
+    return -1
+
+
+def _ascii_twin(pattern: re.Pattern[str]) -> re.Pattern[bytes] | None:
+    """The pattern compiled for bytes, when on ASCII text it matches exactly what it matches as text.
+
+    Only ASCII patterns qualify, and none with ``\\s``/``\\S``: as text those also match the
+    ASCII separators 0x1C-0x1F, as bytes they do not.
+    """
+    text = pattern.pattern
+    if not text.isascii() or "\\s" in text or "\\S" in text:
+        return None
+    try:
+        return re.compile(text.encode("ascii"), pattern.flags & (re.IGNORECASE | re.MULTILINE))
+    except re.error:  # \u escapes, (?u) and the like exist only for text patterns
+        return None

@@ -24,7 +24,7 @@ from typing import Any
 from runner.errors import HandlerError
 from runner.schema import DURATION, SIZE, string_or_list
 from tasks._files import copy_fd, os_error, temporary_beside
-from tasks._select import absolute, as_list, one_entry, select, tree_size
+from tasks._select import FolderFd, absolute, as_list, one_entry, select, tree_size
 from tasks._walk import Entry, has_magic, split_base
 
 name = "move"
@@ -78,8 +78,8 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
             continue  # it exists but the filters leave it out
         base = split_base(source, ctx.cwd)[0] if has_magic(source) else None
         for entry in entries:
-            if base is not None:
-                target = os.path.join(dest, os.path.relpath(entry.path, base))
+            if base is not None:  # the walk gives each match's path below the glob's fixed part
+                target = os.path.join(dest, entry.relative)
             else:
                 target = os.path.join(dest, os.path.basename(entry.path)) if into else dest
             plan.append((entry, os.path.normpath(target)))
@@ -88,8 +88,8 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
     overwrite = args.get("overwrite", True)
     todo, skipped = [], []
     for entry, target in plan:
-        if _same_path(entry.path, target):
-            continue
+        if entry.path == target:
+            continue  # already there
         existing = one_entry(target)
         if existing is None:
             todo.append((entry, target))
@@ -110,14 +110,16 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
             "dry_run": f"would move {len(todo)} path{'s' if len(todo) != 1 else ''} ({sum(sizes)} bytes)",
         }
     moved = []
-    for (entry, target), size in zip(todo, sizes, strict=True):
-        if ctx.cancelled():
-            raise HandlerError("cancelled while moving", result=_result(moved, skipped))
-        try:
-            _move(entry, target)
-        except HandlerError as exc:
-            raise HandlerError(str(exc), result=_result(moved, skipped)) from exc
-        moved.append({"src": entry.path, "dest": target, "bytes": size})
+    folders: set[str] = set()  # destination folders known to exist
+    with FolderFd() as source_folders, FolderFd() as target_folders:
+        for (entry, target), size in zip(todo, sizes, strict=True):
+            if ctx.cancelled():
+                raise HandlerError("cancelled while moving", result=_result(moved, skipped))
+            try:
+                _move(entry, target, folders, source_folders, target_folders)
+            except HandlerError as exc:
+                raise HandlerError(str(exc), result=_result(moved, skipped)) from exc
+            moved.append({"src": entry.path, "dest": target, "bytes": size})
     return _result(moved, skipped)
 
 
@@ -131,22 +133,22 @@ def _result(moved: list[dict[str, Any]], skipped: list[str]) -> dict[str, Any]:
     }
 
 
-def _same_path(a: str, b: str) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _move(entry: Entry, target: str) -> None:
+def _move(entry: Entry, target: str, folders: set[str], sources: FolderFd, targets: FolderFd) -> None:
     if entry.is_dir and (target + os.sep).startswith(entry.path.rstrip(os.sep) + os.sep):
         raise HandlerError(f"cannot move folder {entry.path} into itself ({target})")
     folder = os.path.dirname(target)
+    if folder not in folders:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise HandlerError(f"cannot create folder {folder}: a part of it is a file") from exc
+        except OSError as exc:
+            raise os_error(exc, "create folder", folder) from exc
+        folders.add(folder)
     try:
-        os.makedirs(folder, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise HandlerError(f"cannot create folder {folder}: a part of it is a file") from exc
-    except OSError as exc:
-        raise os_error(exc, "create folder", folder) from exc
-    try:
-        os.replace(entry.path, target)
+        name, source_fd = sources.split(entry.path)
+        new_name, target_fd = targets.split(target)
+        os.replace(name, new_name, src_dir_fd=source_fd, dst_dir_fd=target_fd)
         return
     except OSError as exc:
         if exc.errno != errno.EXDEV:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,70 @@ def test_runs_under_dry_run(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert run.step("g")["result"]["count"] == 1
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "ERROR",
+        "caf\\w",
+        "\\bERR",
+        "[^a-z ]{3}",
+        "é+",
+        "x\\s+y",
+        "\\S$",
+        "(?i)error",
+        "^\\d+ ",
+        "\\u00e9",
+        "ERR(OR)?",
+        "(ERROR|ab) x",
+        "ERx{0}ROR",
+        "ab{1|ERROR}",
+        "ER+OR",
+        "E.R",
+        "caf[eé]",
+        "ERROR|error",
+        "12\\b",
+        "\\[?ab",
+    ],
+)
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_every_search_path_finds_what_python_finds_line_by_line(tmp_path, pattern, ascii_only):
+    """The definition, checked directly: a line counts when ``re.search`` finds the pattern in it."""
+    rng = random.Random(pattern)
+    pieces = ["ERROR", "error", "café", "x", "y", " ", "\t", "\x1c", "12", "ab", "é", "ERR"]
+    if ascii_only:
+        pieces = [p for p in pieces if p.isascii()]
+    lines = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) for _ in range(5000)]
+    data = "\n".join(lines).encode()
+    if not ascii_only:
+        data += b"\nbad \xff\xfe bytes ERROR\n"
+        lines += ["bad \ufffd\ufffd bytes ERROR"]
+    (tmp_path / "mixed.log").write_bytes(data)
+    compiled = re.compile(pattern)
+    expected = [n for n, line in enumerate(lines, 1) if compiled.search(line)]
+    result = grep.run({"path": "mixed.log", "pattern": pattern, "max_matches": 100_000}, ctx_for(tmp_path))
+    assert result["count"] == len(expected)
+    assert [m["line"] for m in result["matches"]] == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "required", "exact"),
+    [
+        ("ERROR", b"ERROR", True),
+        ("\\bERROR\\b", b"ERROR", False),
+        ("ERROR.*db$", b"ERROR", False),
+        ("timeout talking", b"timeout talking", True),
+        ("\\.log$", b".log", False),
+        ("ab*cde", b"cde", False),
+        ("x{2}yz", b"yz", False),
+        ("a{b", b"a{b", True),
+        ("ab{1|ERROR}", None, False),  # "{1|" is no repeat count: an alternation of two texts
+        ("ERROR|WARN", None, False),
+        ("(?i)error", None, False),
+        ("\\x41BCD", None, False),
+        ("é", None, False),  # one character: not worth a search of its own
+    ],
+)
+def test_the_text_every_match_must_hold(pattern, required, exact):
+    assert grep._required_text(re.compile(pattern)) == (required, exact)
