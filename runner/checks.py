@@ -829,6 +829,44 @@ def gather_secrets(checker: Checker, entries: Any, playbook_dir: Path) -> dict[s
     return found
 
 
+MAX_INCLUDE_DEPTH = 10
+
+
+def check_includes(checker: Checker, playbook: Playbook, chain: tuple[Path, ...]) -> None:
+    """Each ``include`` of a written (not templated) path: the included playbook is checked
+    too, with the names its ``vars`` pass, and a playbook that includes itself, directly
+    or not, is a cycle."""
+    for node in playbook.walk():
+        if not isinstance(node, Step) or node.handler != "include":
+            continue
+        args = node.args if isinstance(node.args, dict) else {"path": node.args}
+        target, passed = args.get("path"), args.get("vars")
+        if not isinstance(target, str) or is_template(target):
+            continue  # known at run time only; the run checks it then
+        where = (*node.path, "include", "path") if isinstance(node.args, dict) else (*node.path, "include")
+        label = describe_step("step", node.id or node.name, node.path, ("include", "path"))
+        full = (playbook.path.parent / os.path.expanduser(target)).resolve()
+        if full in chain:
+            cycle = " -> ".join(p.name for p in chain[chain.index(full) :]) + f" -> {full.name}"
+            hint = "a playbook cannot include itself, directly or not"
+            checker.report(where, label, f"include cycle: {cycle}", hint, at_value=True)
+            continue
+        if len(chain) >= MAX_INCLUDE_DEPTH:
+            checker.report(where, label, f"includes nested more than {MAX_INCLUDE_DEPTH} deep", at_value=True)
+            continue
+        if not full.is_file():
+            hint = "include paths are relative to the including playbook"
+            checker.report(where, label, f"no playbook {full}", hint, at_value=True)
+            continue
+        names = dict.fromkeys(passed, None) if isinstance(passed, dict) else {}
+        try:
+            check_playbook(full, (), (), extra_vars=names, including=chain)
+        except PlaybookError as exc:
+            checker.problems.extend(exc.diagnostics)
+        except UsageError as exc:
+            checker.report(where, label, str(exc), at_value=True)
+
+
 def _vars_file(checker: Checker, path: Path, listed_at: JsonPath | None) -> dict[str, Any]:
     if not path.is_file():
         if listed_at is None:
@@ -856,8 +894,16 @@ def _vars_file(checker: Checker, path: Path, listed_at: JsonPath | None) -> dict
 
 
 def check_playbook(
-    path: Path, cli_vars: Sequence[str], vars_files: Sequence[Path], text: str | None = None
+    path: Path,
+    cli_vars: Sequence[str],
+    vars_files: Sequence[Path],
+    text: str | None = None,
+    extra_vars: Mapping[str, Any] | None = None,
+    including: tuple[Path, ...] = (),
 ) -> Playbook:
+    """Load and check one playbook. ``extra_vars`` come from an ``include`` step (they win
+    over everything), and ``including`` lists the playbooks that include this one, to
+    find cycles."""
     document = load_file(path, text)
     checker = Checker(document, handlers_for(step_keys_used(document.data)))
     data = document.data
@@ -866,6 +912,7 @@ def check_playbook(
     if (data is None and document.problems) or not checker.top_level(data):
         raise PlaybookError(sorted(checker.problems, key=Diagnostic.sort_key))
     variables = gather_vars(checker, data, path.parent, cli_vars, vars_files)
+    variables.update(extra_vars or {})
     secrets = gather_secrets(checker, data.get("secrets"), path.parent)
     defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
     defaults = {k: v for k, v in defaults.items() if k in DEFAULTABLE_KEYS}
@@ -894,6 +941,7 @@ def check_playbook(
     )
     checker.check_needs(playbook)
     checker.check_templates(playbook, set(variables))
+    check_includes(checker, playbook, (*including, path.resolve()))
     if checker.problems:
         raise PlaybookError(sorted(set(checker.problems), key=Diagnostic.sort_key))
     return playbook

@@ -68,6 +68,39 @@ class EventBus:
                 sink.close()
 
 
+class NestedEvents:
+    """The events of an included playbook, passed to the including run's bus.
+
+    The included run's own start and end are not events of the run (the ``include``
+    step's are); its steps appear under the step's label (``deploy / migrate``) and id
+    (``deploy.migrate``), so they stay apart from the including playbook's steps."""
+
+    def __init__(self, parent: Any, step: dict[str, Any]):
+        self.parent = parent
+        self.step = step
+        self.run_id = parent.run_id
+
+    def _nested(self, ref: dict[str, Any]) -> dict[str, Any]:
+        outer_id, inner_id = self.step.get("id"), ref.get("id")
+        return {
+            "id": f"{outer_id}.{inner_id}" if outer_id and inner_id else None,
+            "label": f"{self.step.get('label')} / {ref.get('label')}",
+        }
+
+    def emit(self, event: str, **fields: Any) -> Event:
+        if event in ("run_started", "run_finished"):
+            return {}
+        if isinstance(fields.get("step"), dict):
+            fields["step"] = self._nested(fields["step"])
+        return self.parent.emit(event, **fields)  # type: ignore[no-any-return]
+
+    def progress(self, step: dict[str, Any], done: int, total: int) -> None:
+        self.parent.progress(self._nested(step), done, total)
+
+    def close(self) -> None:
+        pass
+
+
 def to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
 

@@ -32,14 +32,23 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from runner.context import run_context, step_context
-from runner.errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, HandlerError, TemplateError
-from runner.events import EventBus
+from runner.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    HandlerError,
+    PlaybookError,
+    TemplateError,
+)
+from runner.events import EventBus, NestedEvents
 from runner.playbook import Group, Node, Playbook, Step
 from runner.registry import Handler, handlers_for
 from runner.retry import Failure, RetryPolicy
@@ -94,8 +103,10 @@ class Executor:
         events: EventBus,
         options: RunOptions | None = None,
         run_id: str | None = None,
+        including: tuple[Path, ...] = (),
     ):
         self.playbook = playbook
+        self.including = including  # the playbooks that include this one, outermost first
         self.options = options or RunOptions()
         self.run_id = run_id or events.run_id or uuid.uuid4().hex[:12]
         self.events = events
@@ -122,6 +133,63 @@ class Executor:
         self.schema_checker = combined_schema(self.handlers)[1]
 
     # -- the run --------------------------------------------------------------------------
+
+    def run_included(
+        self, step: Step, path: str, variables: Mapping[str, Any], cancel: threading.Event, dry_run: bool
+    ) -> dict[str, Any]:
+        """Run another playbook as ``step`` (what ``include`` asks through ``ctx.run_playbook``).
+
+        Its steps' events go out nested under the step's label; cancelling the step
+        cancels the included run; its result is every step's result."""
+        from runner.playbook import load_playbook
+
+        chain = (*self.including, self.playbook.path.resolve())
+        full = (self.playbook.path.parent / os.path.expanduser(path)).resolve()
+        if full in chain:
+            cycle = " -> ".join(p.name for p in chain[chain.index(full) :])
+            raise HandlerError(f"include cycle: {cycle} -> {full.name}")
+        if not full.is_file():
+            raise HandlerError(f"no playbook {full} (include paths are relative to the including playbook)")
+        try:
+            included = load_playbook(full, extra_vars=variables, including=chain)
+        except PlaybookError as exc:
+            more = len(exc.diagnostics) - 1
+            raise HandlerError(
+                f"{exc.diagnostics[0].format()}" + (f" (and {more} more problems)" if more > 0 else "")
+            ) from exc
+        nested = Executor(
+            included,
+            NestedEvents(self.events, _step_ref(step)),
+            replace(self.options, dry_run=dry_run),
+            run_id=self.run_id,
+            including=chain,
+        )
+        nested.processes = self.processes
+        done = threading.Event()
+
+        def pass_cancel() -> None:
+            while not done.wait(0.1):
+                if cancel.is_set():
+                    nested.cancel("cancelled")
+                    return
+
+        watcher = threading.Thread(target=pass_cancel, name="include-cancel", daemon=True)
+        watcher.start()
+        try:
+            outcome = nested.run()
+        finally:
+            done.set()
+            watcher.join()
+        result = {
+            "playbook": included.name,
+            "path": str(full),
+            "run_status": outcome.status,
+            "steps": {key: dict(value) for key, value in outcome.steps.items()},
+        }
+        if outcome.status != "ok":
+            why = _why(nested)
+            raise HandlerError(f"the included playbook {included.name} {outcome.status}{why}", result)
+        return result
 
     def _stop_background(self) -> None:
         """Stop what steps left running for the run (``ctx.at_run_end``), last started first."""
@@ -611,6 +679,7 @@ class Executor:
                 text, {**context, "steps": self.base["steps"], **extra}, name
             ),
             run_end=self.run_end,
+            includer=lambda path, variables: self.run_included(step, path, variables, cancel, dry_run),
         )
         timed_out = threading.Event()
         timer = None
@@ -796,6 +865,16 @@ def build_graph(nodes: Sequence[Node], dag: bool) -> list[Unit]:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _why(run: Executor) -> str:
+    """``: step X: its error``, for the first failure of a run that failed."""
+    if run.run_error:
+        return f": {run.run_error}"
+    for key, result in run.results.items():
+        if result.get("status") == "failed" and not result.get("ignored"):
+            return f": step {key}: {result.get('error')}"
+    return ""
 
 
 def _step_ref(node: Node) -> dict[str, Any]:

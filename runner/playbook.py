@@ -193,9 +193,11 @@ def load_playbook(
     cli_vars: Sequence[str] = (),
     vars_files: Sequence[str | Path] = (),
     text: str | None = None,
+    extra_vars: Mapping[str, Any] | None = None,
+    including: tuple[Path, ...] = (),
 ) -> Playbook:
     """Load and check a playbook file (or ``text``, its content read earlier); raise
-    PlaybookError listing every problem."""
+    PlaybookError listing every problem. ``extra_vars`` and ``including``: see ``include``."""
     from runner.checks import check_playbook
 
-    return check_playbook(Path(path), cli_vars, [Path(p) for p in vars_files], text)
+    return check_playbook(Path(path), cli_vars, [Path(p) for p in vars_files], text, extra_vars, including)

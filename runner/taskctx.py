@@ -69,6 +69,7 @@ class TaskContext:
     evaluator: Callable[[Any], Any] | None = None
     renderer: Callable[[str, Mapping[str, Any], str], str] | None = None
     run_end: list[Callable[[], None]] = field(default_factory=list)
+    includer: Callable[[str, Mapping[str, Any]], dict[str, Any]] | None = None
 
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
@@ -92,6 +93,13 @@ class TaskContext:
         if self.evaluator is None:
             raise RuntimeError("this context cannot evaluate expressions")
         return self.evaluator(expression)
+
+    def run_playbook(self, path: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run another playbook (relative to this one) as this step, with ``variables``;
+        return its steps' results. Its steps appear nested in the run's output."""
+        if self.includer is None:
+            raise RuntimeError("this context cannot run playbooks")
+        return self.includer(path, variables or {})
 
     def at_run_end(self, stop: Callable[[], None]) -> None:
         """Call ``stop`` when the run ends (after ``finally``, also after a failure or a
