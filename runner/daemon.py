@@ -33,7 +33,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for_ready
 from pathlib import Path
@@ -202,7 +202,8 @@ class Daemon:
 
     def load(self) -> None:
         """Load every file; any problem is an error before anything runs (exit 2)."""
-        entries, problems = [], []
+        entries: list[Entry] = []
+        problems: list[str] = []
         for path in self.files:
             try:
                 entries.append(load_entry(path))
@@ -460,7 +461,7 @@ class Daemon:
             self.reload_requested = True
             self._wake()
 
-        previous = {}
+        previous: dict[int, Any] = {}
         for signum, handler in ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, reload)):
             previous[signum] = signal.signal(signum, handler)
         return previous
@@ -541,10 +542,3 @@ def _epoch(iso: str | None) -> float | None:
         return datetime.fromisoformat(iso).timestamp() if iso else None
     except ValueError:
         return None
-
-
-def serve_forever(daemon: Daemon, start: Callable[[], None] | None = None) -> int:
-    daemon.load()
-    if start is not None:
-        start()
-    return daemon.run()

@@ -75,10 +75,10 @@ class NestedEvents:
     step's are); its steps appear under the step's label (``deploy / migrate``) and id
     (``deploy.migrate``), so they stay apart from the including playbook's steps."""
 
-    def __init__(self, parent: Any, step: dict[str, Any]):
+    def __init__(self, parent: EventBus | NestedEvents, step: dict[str, Any]):
         self.parent = parent
         self.step = step
-        self.run_id = parent.run_id
+        self.run_id: str = parent.run_id
 
     def _nested(self, ref: dict[str, Any]) -> dict[str, Any]:
         outer_id, inner_id = self.step.get("id"), ref.get("id")
@@ -92,7 +92,7 @@ class NestedEvents:
             return {}
         if isinstance(fields.get("step"), dict):
             fields["step"] = self._nested(fields["step"])
-        return self.parent.emit(event, **fields)  # type: ignore[no-any-return]
+        return self.parent.emit(event, **fields)
 
     def progress(self, step: dict[str, Any], done: int, total: int) -> None:
         self.parent.progress(self._nested(step), done, total)

@@ -100,7 +100,7 @@ class Executor:
     def __init__(
         self,
         playbook: Playbook,
-        events: EventBus,
+        events: EventBus | NestedEvents,
         options: RunOptions | None = None,
         run_id: str | None = None,
         including: tuple[Path, ...] = (),

@@ -280,7 +280,8 @@ class History:
         since: float | None = None,
     ) -> list[dict[str, Any]]:
         """Recent runs, newest first, as SPEC §8's ``history --json`` rows."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for column, value in (("playbook", playbook), ("status", status), ("trigger", trigger)):
             if value is not None:
                 where.append(f"{column} = ?")

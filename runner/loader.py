@@ -379,7 +379,7 @@ def load_file(path: Path, text: str | None = None) -> Document:
             text = vault.decrypt(text, vault.KEYS.key())
         except vault.VaultError as exc:
             problem = Diagnostic(Position(str(path), 1, 1), "encrypted file", str(exc))
-            return Document(path, None, SourceMap(), [problem])
+            return Document(path, None, SourceMap(str(path)), [problem])
     document = parse_text(text, str(path))
     data = document.data
     named_key = data.get("vault_key_file") if isinstance(data, dict) else None

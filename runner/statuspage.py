@@ -58,7 +58,7 @@ def is_loopback(host: str) -> bool:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except socket.gaierror:
         raise UsageError(f"--http: cannot resolve {host!r}") from None
-    return all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+    return all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses)
 
 
 class StatusServer(ThreadingHTTPServer):
@@ -73,8 +73,8 @@ class StatusServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+        host, port = str(self.server_address[0]), self.server_address[1]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def start_status_server(daemon: Any, address: str, token: str | None) -> StatusServer:

@@ -116,8 +116,8 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
         thread.join(5)
 
     ctx.at_run_end(stop)
-    bound_host, bound_port = server.server_address[:2]
-    shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
+    bound_host, bound_port = str(server.server_address[0]), server.server_address[1]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     ctx.log(f"serving {where} on http://{shown}:{bound_port}/ until the run ends")
     return {
         "url": f"http://{shown}:{bound_port}/",
