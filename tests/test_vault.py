@@ -293,3 +293,13 @@ def test_a_secret_leaks_nowhere(tmp_path):
         for form in forms:
             assert form not in data, f"{form!r} leaked into {name}"
     assert b"***" in outputs["report"] and b"***" in outputs["stdout"]
+
+
+def test_an_encrypted_vars_file_without_its_key_is_an_error_at_its_first_line(tmp_path, key_file):
+    vars_file = tmp_path / "prod.yml"
+    vars_file.write_text(f"db_password: {SECRET}\n")
+    assert cli("vault", "encrypt", str(vars_file), "--vault-key-file", str(key_file)).returncode == 0
+    run = play(tmp_path, "name: p\nvars_files: [prod.yml]\nsteps: []\n")
+    assert run.returncode == 2
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith(f"{vars_file}:1:1: encrypted file: no vault key")
