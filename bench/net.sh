@@ -12,7 +12,8 @@
 #     `loop` of 500 items with `loop_parallel: 20` (the step's own duration from its
 #     step_finished JSON event, and the whole `runbook play` process).
 #     Targets: the whole runbook play >= 2x faster than xargs -P 20 curl; the step's
-#     duration within 1.5x of the requests Session loop.
+#     duration within 1.5x of the requests Session loop. For scale, the same loop of
+#     `wait: 0` (a templated no-op) gives the engine's own share of the step.
 #   - 500 TCP probes of the nginx port: runbook `check_port` with `ports:` (the step's
 #     duration; target < 0.15 s), beside 500 blocking connects from one Python loop.
 # Every runbook result is checked (500 items, each status 200; 500 probes, all open);
@@ -215,6 +216,15 @@ steps:
     loop_parallel: 20
 """)
 
+    noop_book = book("noop", f"""\
+name: noop
+steps:
+  - id: get
+    wait: "{{{{ 0 if item is number else 1 }}}}"
+    loop: "{{{{ range({N}) | list }}}}"
+    loop_parallel: 20
+""")
+
     def rb():
         figures = play(loop_book)
         results = figures["result"]["results"]
@@ -229,6 +239,7 @@ steps:
                                        input=urls)[0]},
         "session": session_loop,
         "runbook": rb,
+        "noop": lambda: play(noop_book),
     })
     line("curl, one process per GET", m["curl"])
     line("xargs -P 20 curl (one process per GET)", m["xargs"])
@@ -238,6 +249,7 @@ steps:
     line("runbook http loop_parallel 20: step", rb_m, "step")
     line("runbook http loop_parallel 20: whole process", rb_m, "wall",
          f"outside the step {rb_m['wall'] - rb_m['step']:.3f} s")
+    line("the same loop of `wait: 0`: step (engine alone)", m["noop"], "step")
     ratio("xargs curl / runbook (whole), speed-up", m["xargs"]["wall"] / rb_m["wall"], 2, True)
     ratio("runbook step / Session loop, time", rb_m["step"] / m["session"]["loop"], 1.5, False)
     ratio("curl per GET / runbook (whole), speed-up", m["curl"]["wall"] / rb_m["wall"], None, True)

@@ -729,6 +729,18 @@ def test_arguments_are_checked_before_anything_is_sent(tmp_path):
             http.run(args, ctx)
 
 
+def test_a_download_reports_byte_progress_up_to_the_whole_size(tmp_path, server):
+    payload = b"p" * (5 * 1024 * 1024 + 123)
+    server.route("/big.bin", Reply(200, payload))
+    reports: list[tuple[int, int]] = []
+    ctx = TaskContext(step_label="unit", cwd=str(tmp_path), emit_progress=lambda d, t: reports.append((d, t)))
+    result = http.run({"url": server.url("/big.bin"), "download_to": "big.bin"}, ctx)
+    assert (tmp_path / "big.bin").read_bytes() == payload and result["bytes"] == len(payload)
+    assert len(reports) >= 5, "progress comes as the bytes arrive, not once at the end"
+    assert reports[-1] == (len(payload), len(payload))
+    assert [d for d, _ in reports] == sorted(d for d, _ in reports)
+
+
 def test_a_cancelled_context_stops_a_request_held_by_the_server(server):
     """In-process: the watcher shuts the socket of a cancelled request; the handler says cancelled."""
     server.route("/held", Reply(200, "late", hold=30))
