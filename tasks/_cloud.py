@@ -197,9 +197,12 @@ _COMPRESSED = {
 
 
 def env_value(ctx: Any, name: str) -> str | None:
-    """A variable from the step's ``env`` first (as a process it started would see), else ours."""
-    value = (getattr(ctx, "env", None) or {}).get(name)
-    return value if value else os.environ.get(name) or None
+    """A variable from the step's ``env`` first (as a process it started would see), else ours.
+
+    An empty value means unset, also in the step's ``env``, where it hides the process's."""
+    step_env = getattr(ctx, "env", None) or {}
+    value = step_env[name] if name in step_env else os.environ.get(name)
+    return value or None
 
 
 def count_text(number: int, what: str = "file") -> str:
