@@ -39,6 +39,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from runner import __version__
 from runner.errors import HandlerError
 from runner.units import format_duration
 
@@ -81,7 +82,7 @@ def _new_session() -> requests.Session:
     adapter = _WatchedAdapter(pool_connections=POOL_HOSTS, pool_maxsize=POOL_SIZE, max_retries=0)
     made.mount("http://", adapter)
     made.mount("https://", adapter)
-    made.headers["User-Agent"] = f"runbook {_version()} (python-requests {requests.__version__})"
+    made.headers["User-Agent"] = f"runbook/{__version__} python-requests/{requests.__version__}"
     # `verify: false` is the user's explicit choice: no warning per request on stderr.
     warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
     return made
@@ -138,15 +139,6 @@ def environment_settings(url: str, verify: bool | str) -> dict[str, Any]:
     if wanted and not requests.utils.should_bypass_proxies(url, no_proxy=_proxies.get("no")):
         settings["proxies"] = wanted
     return settings
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("runbook")
-    except Exception:
-        return "dev"
 
 
 # -- cancellation ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from runner.errors import HandlerError
 from runner.schema import DURATION
@@ -204,7 +204,6 @@ class Request:
     params: dict[str, Any] = field(default_factory=dict)
     body: dict[str, Any] = field(default_factory=dict)  # json= or data= for requests
     auth: tuple[str, str] | None = None
-    bearer: bool = False
     timeout: tuple[float, float] = (30.0, 30.0)
     verify: bool | str = True
     expect: list[Any] = field(default_factory=lambda: ["2xx"])
@@ -226,7 +225,6 @@ class Request:
         secrets += [v for k, v in headers.items() if secret_header(k)]
         secrets += [str(v) for k, v in params.items() if secret_param(k)]
         auth = None
-        bearer = False
         given = args.get("auth") or {}
         if "basic" in given:
             user, password = (str(part) for part in given["basic"])
@@ -236,7 +234,6 @@ class Request:
             token = str(given["bearer"])
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             headers["Authorization"] = f"Bearer {token}"
-            bearer = True
             secrets.append(token)
         body: dict[str, Any] = {}
         if "json" in args:
@@ -265,7 +262,6 @@ class Request:
             params=params,
             body=body,
             auth=auth,
-            bearer=bearer,
             timeout=_timeouts(args.get("timeout", "30s")),
             verify=_verify(args.get("verify", True), cwd),
             expect=expect if isinstance(expect, list) else [expect],
@@ -393,14 +389,13 @@ class Request:
         assert self.download_to is not None
         if not self.into_folder:
             return self.download_to
-        leaf = os.path.basename(urlsplit(final_url).path.rstrip("/"))
-        if not leaf:
+        leaf = unquote(os.path.basename(urlsplit(final_url).path.rstrip("/")))
+        # The name comes from the server (after redirects): it must stay inside the folder.
+        if leaf in ("", ".", "..") or "/" in leaf or "\0" in leaf:
             raise HandlerError(
-                f"{self.what}: download_to is a folder and the URL names no file: give a file name"
+                f"{self.what}: download_to is a folder and the URL names no usable file: give a file name"
             )
-        from urllib.parse import unquote
-
-        return os.path.join(self.download_to, unquote(leaf))
+        return os.path.join(self.download_to, leaf)
 
     def already_downloaded(self, ctx: Any) -> dict[str, Any] | None:
         """The result of a download that need not happen: the file has the expected digest."""
