@@ -260,6 +260,14 @@ def s3_error(
     return S3Error(f"cannot {action} {target}: {type(exc).__name__}: {_one_line(exc)}")
 
 
+PERMISSIONS = {
+    "upload to": "s3:PutObject",
+    "list": "s3:ListBucket",
+    "look at": "s3:GetObject",
+    "download": "s3:GetObject",
+}
+
+
 def _client_error(exc: Any, action: str, bucket: str, target: str, where: str) -> S3Error:
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
@@ -282,9 +290,10 @@ def _client_error(exc: Any, action: str, bucket: str, target: str, where: str) -
     if code in ("ExpiredToken", "TokenRefreshRequired", "RequestExpired"):
         return S3Error(f"the AWS credentials have expired ({code}): refresh them (aws sso login, new keys)")
     if code in ("AccessDenied", "AllAccessDisabled", "403") or status == 403:
+        needed = PERMISSIONS.get(action, "the permission")
         return S3Error(
-            f"access denied: cannot {action} {target}: the credentials lack the permission "
-            "(s3:PutObject, s3:ListBucket, s3:GetObject) or a bucket policy forbids it"
+            f"access denied: cannot {action} {target}: the credentials lack {needed}, "
+            "or a bucket policy forbids it"
         )
     if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch") or "checksum" in code.lower():
         return S3Error(

@@ -63,6 +63,66 @@ class MotoServer:
             inner.server_close()
 
 
+class AuthMotoServer:
+    """moto's server in a child process that checks credentials and IAM policies for real.
+
+    moto lets the first ``setup_requests`` requests in unauthenticated (to make the bucket,
+    the users and their keys), then checks every request's signature and the policies of
+    the user whose key signed it. The child exits when its stdin closes (``stop()``).
+    """
+
+    def __init__(self, setup_requests: int) -> None:
+        import os
+        import subprocess
+        import sys
+
+        code = (
+            "import sys; from moto.server import ThreadedMotoServer; "
+            "s = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False); s.start(); "
+            "print(s.get_host_and_port()[1], flush=True); sys.stdin.read(); s.stop()"
+        )
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(setup_requests)}
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()  # the port, once the server listens
+        if not line.strip().isdigit():
+            self.stop()
+            raise RuntimeError("moto's server did not start")
+        self.url = f"http://127.0.0.1:{int(line)}"
+
+    def client(self, service: str, key: str = "setup", secret: str = "setup") -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+        )
+
+    def stop(self) -> None:
+        import subprocess
+
+        assert self._process.stdin is not None
+        with contextlib.suppress(OSError):
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=10)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+
 @dataclass
 class Request:
     """The head of one request the proxy saw."""

@@ -28,7 +28,7 @@ import pytest
 
 from .conftest import run_cli
 from .playing import Play, one_line_error, play
-from .s3server import CREDENTIALS, NO_CREDENTIALS, FaultProxy, MotoServer
+from .s3server import CREDENTIALS, NO_CREDENTIALS, AuthMotoServer, FaultProxy, MotoServer
 
 MiB = 1024 * 1024
 
@@ -84,8 +84,17 @@ def upload(
     return play(tmp_path, json.dumps(book), *flags, env=CREDENTIALS if env is None else env)
 
 
-def result(run: Play) -> dict[str, Any]:
-    step = run.step("up")
+def several(tmp_path: Path, steps: dict[str, dict[str, Any]]) -> Play:
+    """Several ``s3_upload`` steps (by id) in one playbook, each going on if one fails."""
+    book = {
+        "name": "s3-tests",
+        "steps": [{"id": key, "s3_upload": args, "continue_on_error": True} for key, args in steps.items()],
+    }
+    return play(tmp_path, json.dumps(book), env=CREDENTIALS)
+
+
+def result(run: Play, key: str = "up") -> dict[str, Any]:
+    step = run.step(key)
     assert step["status"] in ("ok", "changed"), step
     return step["result"]
 
@@ -141,8 +150,14 @@ def test_a_single_file_lands_at_its_key_with_its_digest(tmp_path, server, s3, bu
 def test_a_key_ending_with_slash_and_a_prefix_both_take_the_file_name(tmp_path, server, s3, bucket):
     (tmp_path / "a.txt").write_bytes(b"A")
     (tmp_path / "b.txt").write_bytes(b"B")
-    result(upload(tmp_path, {"src": "a.txt", "bucket": bucket, "key": "in/", "endpoint_url": server.url}))
-    result(upload(tmp_path, {"src": "b.txt", "bucket": bucket, "prefix": "/pre", "endpoint_url": server.url}))
+    run = several(
+        tmp_path,
+        {
+            "a": {"src": "a.txt", "bucket": bucket, "key": "in/", "endpoint_url": server.url},
+            "b": {"src": "b.txt", "bucket": bucket, "prefix": "/pre", "endpoint_url": server.url},
+        },
+    )
+    assert result(run, "a")["uploaded"] and result(run, "b")["uploaded"]
     assert objects(s3, bucket) == {"in/a.txt": b"A", "pre/b.txt": b"B"}
 
 
@@ -153,6 +168,7 @@ def test_a_folder_lands_under_the_prefix_by_relative_path(tmp_path, server, s3, 
         "sub/y.csv": b"a,b\n",
         ".hidden": b"dot files too",
         "empty.dat": b"",
+        "sub/ünï cödé +&=%.txt": b"any name",
     }
     src = tree(tmp_path / "data", files)
     got = result(
@@ -202,11 +218,14 @@ def test_extra_args_are_visible_on_the_object(tmp_path, server, s3, bucket):
         "StorageClass": "STANDARD_IA",
         "CacheControl": "max-age=60",
     }
-    result(
-        upload(
-            tmp_path, {"src": "page.html", "bucket": bucket, "extra_args": extra, "endpoint_url": server.url}
-        )
+    run = several(
+        tmp_path,
+        {
+            "page": {"src": "page.html", "bucket": bucket, "extra_args": extra, "endpoint_url": server.url},
+            "dump": {"src": "dump.sql.gz", "bucket": bucket, "endpoint_url": server.url},
+        },
     )
+    assert result(run, "page")["uploaded"] and result(run, "dump")["uploaded"]
     head = s3.head_object(Bucket=bucket, Key="page.html")
     assert head["ContentType"] == "text/plain; charset=utf-8"
     assert head["StorageClass"] == "STANDARD_IA"
@@ -218,7 +237,6 @@ def test_extra_args_are_visible_on_the_object(tmp_path, server, s3, bucket):
     }
     # Without ContentType, a compressed file is said to be what it is, with no Content-Encoding
     # (a browser or client would otherwise unpack it on download).
-    result(upload(tmp_path, {"src": "dump.sql.gz", "bucket": bucket, "endpoint_url": server.url}))
     head = s3.head_object(Bucket=bucket, Key="dump.sql.gz")
     assert head["ContentType"] == "application/gzip" and "ContentEncoding" not in head
 
@@ -242,7 +260,7 @@ def test_every_upload_carries_checksums_for_the_server_to_verify(tmp_path, s3, b
 
 
 def test_an_unchanged_folder_uploads_nothing_the_second_time(tmp_path, s3, bucket, proxy):
-    files = {f"f{i:02d}.txt": os.urandom(100 + i) for i in range(20)}
+    files = {f"f{i:02d} ü+%.txt": os.urandom(100 + i) for i in range(20)}
     src = tree(tmp_path / "d", files)
     args = {"src": str(src), "bucket": bucket, "prefix": "p", "endpoint_url": proxy.url}
     first = upload(tmp_path, args)
@@ -336,9 +354,11 @@ def test_an_upload_whose_abort_failed_is_aborted_by_the_safety_net(tmp_path, s3,
 
 def test_a_timeout_during_a_multipart_upload_aborts_it(tmp_path, s3, bucket, proxy):
     (tmp_path / "big.bin").write_bytes(os.urandom(21 * MiB))
-    proxy.add(lambda r: r.is_part(), "hold", seconds=1.5)  # a slow network: every part takes 1.5 s
+    # A slow network: every part takes 3 s. The step's 3 s timeout falls while parts are on
+    # their way (the upload starts within a second), and those parts end before the abort.
+    proxy.add(lambda r: r.is_part(), "hold", seconds=3)
     args = {"src": "big.bin", "bucket": bucket, "endpoint_url": proxy.url, "multipart_threshold": "5MiB"}
-    run = upload(tmp_path, args, step={"timeout": "1s"})
+    run = upload(tmp_path, args, step={"timeout": "3s"})
     assert "timed out" in one_line_error(run.step("up"))
     assert proxy.requests(lambda r: r.is_part())  # the upload was under way
     assert proxy.requests(lambda r: r.is_abort())
@@ -374,6 +394,53 @@ def test_credentials_in_the_playbook_env_are_used(tmp_path, server, s3, bucket):
     assert objects(s3, bucket) == {"a.txt": b"a"}
 
 
+def test_credentials_s3_refuses_are_one_line_errors_and_write_only_keys_still_upload(tmp_path, marker):
+    """With a server that checks signatures and IAM policies for real (moto, with auth on)."""
+    (tmp_path / "a.txt").write_bytes(b"a")
+    (tmp_path / "b.txt").write_bytes(b"b")
+    server = AuthMotoServer(setup_requests=6)
+    try:
+        server.client("s3").create_bucket(Bucket="guarded")
+        iam = server.client("iam")
+        users = {}
+        for user in ("writer", "nobody"):
+            iam.create_user(UserName=user)
+            users[user] = iam.create_access_key(UserName=user)["AccessKey"]
+        write_only = {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": "arn:aws:s3:::guarded/*"}
+        iam.put_user_policy(
+            UserName="writer",
+            PolicyName="write-only",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [write_only]}),
+        )  # the sixth request: from here on moto checks every one
+
+        def as_user(user: str, secret: str | None = None) -> dict[str, str]:
+            key = users[user]
+            return {
+                **NO_CREDENTIALS,
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": secret or key["SecretAccessKey"],
+            }
+
+        args = {"src": "a.txt", "bucket": "guarded", "endpoint_url": server.url}
+        # Keys that may write but not list (common for backups): everything is uploaded.
+        run = upload(tmp_path, args, env=as_user("writer"))
+        assert result(run)["uploaded"][0]["key"] == "a.txt"
+        assert any("access denied" in line for line in run.lines("up", "log"))
+        writer = server.client("s3", users["writer"]["AccessKeyId"], users["writer"]["SecretAccessKey"])
+        with pytest.raises(Exception, match="AccessDenied"):
+            writer.list_objects_v2(Bucket="guarded")  # the denial was real
+        # Keys with no right at all.
+        run = upload(tmp_path, {**args, "src": "b.txt"}, env=as_user("nobody"))
+        error = one_line_error(run.step("up"))
+        assert error.startswith("access denied") and "s3://guarded/" in error
+        # A wrong secret.
+        run = upload(tmp_path, args, env=as_user("writer", secret="not-the-secret"))
+        assert "secret key was refused" in one_line_error(run.step("up"))
+        assert "not-the-secret" not in run.stdout + run.stderr
+    finally:
+        server.stop()
+
+
 def test_an_unreachable_endpoint_is_one_line_naming_it(tmp_path, bucket):
     (tmp_path / "a.txt").write_bytes(b"a")
     endpoint = f"http://127.0.0.1:{closed_port()}"
@@ -383,11 +450,17 @@ def test_an_unreachable_endpoint_is_one_line_naming_it(tmp_path, bucket):
 
 
 def test_a_missing_source_is_one_line_and_asks_nothing_of_s3(tmp_path, bucket, proxy):
-    run = upload(tmp_path, {"src": "nope/", "bucket": bucket, "endpoint_url": proxy.url})
-    assert "does not exist" in one_line_error(run.step("up"))
+    run = several(
+        tmp_path,
+        {
+            "folder": {"src": "nope/", "bucket": bucket, "endpoint_url": proxy.url},
+            "glob": {"src": "nope/*.log", "bucket": bucket, "endpoint_url": proxy.url},
+        },
+    )
+    assert f"source {tmp_path / 'nope'}" in one_line_error(run.step("folder"))
+    assert "does not exist" in one_line_error(run.step("folder"))
+    assert "no file matches nope/*.log" in one_line_error(run.step("glob"))
     assert not proxy.seen
-    run = upload(tmp_path, {"src": "nope/*.log", "bucket": bucket, "endpoint_url": proxy.url})
-    assert "no file matches nope/*.log" in one_line_error(run.step("up"))
 
 
 def test_a_misspelt_extra_arg_is_refused_before_the_run(tmp_path):
