@@ -16,17 +16,20 @@ and is unchanged when its SHA-256 is the object's. The object's SHA-256 is the o
 stored in its metadata (``x-amz-meta-sha256``) when it uploaded it, or S3's own SHA-256
 checksum; runbook remembers it with the object's ETag in ``$RUNBOOK_HOME/s3-digests.db``,
 so an object whose listed ETag is still the remembered one needs no further request;
-others cost one ``HeadObject``. Unchanged files count in ``unchanged``; a step that
-uploaded nothing reports ``changed: false``. Credentials that may not list the bucket
-(write-only backup keys) make every file upload.
+others cost one ``HeadObject``. Only content counts: new ``extra_args`` alone upload
+nothing. Unchanged files count in ``unchanged``; a step that uploaded nothing reports
+``changed: false``. A failed run leaves what it uploaded in place, so running it again
+(or ``retry:``) sends only the rest. Credentials that may not list the bucket (write-only
+backup keys) make every file upload.
 
 Integrity: every upload asks the server to verify it. A file below ``multipart_threshold``
-is sent with its SHA-256 (``x-amz-checksum-sha256``) and MD5 (``Content-MD5``), so S3
-refuses bytes that changed on the way; a bigger one goes through boto3's transfer manager
-(``s3transfer``) in parts of 8 MiB (5 MiB with a lower threshold), ``max_concurrency`` at
-once, each part with its own checksum (CRC32 by default, or the ``ChecksumAlgorithm`` of
-``extra_args``). A failed or cancelled multipart upload is aborted, so no parts are left
-behind to be billed. Small files are uploaded ``max_concurrency`` at a time.
+is sent with its SHA-256 (``x-amz-checksum-sha256``), and its MD5 (``Content-MD5``) when
+it is at most 16 MiB, so S3 refuses bytes that changed on the way; a bigger one goes
+through boto3's transfer manager (``s3transfer``) in parts of 8 MiB (or the threshold, if
+lower, but at least 5 MiB), ``max_concurrency`` at once, each part with its own checksum
+(CRC32 by default, or the ``ChecksumAlgorithm`` of ``extra_args``). A failed or cancelled
+multipart upload is aborted, so no parts are left behind to be billed. Small files are
+uploaded ``max_concurrency`` at a time.
 
 ``extra_args`` go to S3 as given (``ContentType`` is guessed from the file name when not
 given). Under ``--dry-run`` nothing is uploaded: the step lists the prefix and reports
