@@ -28,6 +28,7 @@ from runner.taskctx import TaskContext
 from tasks import http
 from tasks._http_redact import Scrubber, redact_headers, redact_url
 
+from .conftest import REPO
 from .httpservers import Reply, Seen, Server, json_reply, make_certificates, serving
 from .playing import Play, one_line_error, play
 
@@ -751,3 +752,19 @@ def test_a_cancelled_context_stops_a_request_held_by_the_server(server):
         http.run({"url": server.url("/held"), "timeout": "30s"}, ctx)
     assert time.monotonic() - start >= 0.3
     assert not server.released.is_set()
+
+
+# -- the example playbook -------------------------------------------------------------------------
+
+
+def test_the_health_check_example_runs_as_shipped(tmp_path):
+    run = play(tmp_path, (REPO / "playbooks" / "health-check.yml").read_text(), name="health-check.yml")
+    assert run.returncode == 0, run.stderr
+    health = run.step("health")["result"]
+    assert health["status_code"] == 200 and health["json"]["version"] == "1.4.2"
+    fetch = run.step("fetch")["result"]
+    assert fetch["sha256"] == run.step("digest")["result"]["digest"]
+    assert fetch["bytes"] == health["bytes"]
+    assert run.step("notify")["result"]["status_code"] == 204
+    assert [e["open"] for e in run.step("up")["result"]["ports"]] == [True, True]
+    assert not Path(fetch["path"]).exists(), "finally removed the site"
