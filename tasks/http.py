@@ -306,7 +306,7 @@ class Request:
         parts.append(f"expect {self.expected()}")
         text = f"would send {self.what} ({'; '.join(self.scrub.text(p) for p in parts)})"
         if self.download_to is not None:
-            target = self.download_to + ("/…" if self.into_folder else "")
+            target = self.download_to.rstrip("/") + "/…" if self.into_folder else self.download_to
             text += f" and save the body to {target}"
         return text
 

@@ -768,3 +768,10 @@ def test_the_health_check_example_runs_as_shipped(tmp_path):
     assert run.step("notify")["result"]["status_code"] == 204
     assert [e["open"] for e in run.step("up")["result"]["ports"]] == [True, True]
     assert not Path(fetch["path"]).exists(), "finally removed the site"
+
+    dry = play(tmp_path, (REPO / "playbooks" / "health-check.yml").read_text(), "--dry-run", name="dry.yml")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.step("health")["result"]["json"]["version"] == "1.4.2", "dry_run: run sent the GET"
+    assert dry.step("fetch")["result"]["dry_run"].startswith("would send GET ")
+    assert "bytes" not in dry.step("fetch")["result"]
+    assert dry.step("notify")["result"]["verdict"] == "would change"
