@@ -27,9 +27,11 @@ InvalidAMIID.Malformed: ...``). An unknown service, action or waiter gets a "did
 
 ``changed`` is false for actions that only read (``describe_``, ``list_``, ``get_``,
 ``head_``...) and for a wait alone; true otherwise (use ``changed_when`` to say better).
-Under ``--dry-run`` nothing is called, except that an EC2 action with a ``DryRun``
-parameter is sent with ``DryRun: true``: AWS checks the permissions and parameters and
-changes nothing, and the step says whether the call would have succeeded.
+Under ``--dry-run``, calls that only read (``describe_``, ``list_``, ``get_``, ``head_``)
+are made, so later steps can plan with what they return; no other call is made, except
+that an EC2 action with a ``DryRun`` parameter is sent with ``DryRun: true``: AWS checks
+the permissions and parameters and changes nothing, and the step says whether the call
+would have succeeded. Waits are not made.
 """
 
 from __future__ import annotations
@@ -110,6 +112,16 @@ READ_ONLY = (
     "validate_",
     "test_",
 )
+# Calls made even under --dry-run, so that later steps can plan with what they found.
+DRY_RUN_READS = ("describe_", "list_", "get_", "head_")
+MINTS = frozenset(
+    (
+        "get_id",
+        "get_open_id_token",
+        "get_open_id_token_for_developer_identity",
+        "get_credentials_for_identity",
+    )
+)
 # Result keys the engine sets (SPEC §2), which a response key must not overwrite.
 ENGINE_KEYS = frozenset(
     [
@@ -140,7 +152,7 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
     method = _method(methods, service, args["action"]) if args.get("action") else None
     if waiting and waiting["waiter"] not in waiters:
         raise _aws.UnknownName(f"waiter of {service}", str(waiting["waiter"]), waiters)
-    if ctx.dry_run:
+    if ctx.dry_run and not (method is not None and reads_only(method) and not waiting):
         return _dry_run(where, method, args, waiting)
     client = _aws.client(where)
     out: dict[str, Any] = {}
@@ -152,7 +164,15 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
             out = _result(last, ctx)
         out["waited"] = waited
     out["changed"] = method is not None and not method.startswith(READ_ONLY)
+    if ctx.dry_run:
+        out["dry_run"] = f"called {service}.{method}: it only reads"
     return out
+
+
+def reads_only(method: str) -> bool:
+    """Whether a call is safe to make under --dry-run: it describes, lists or gets, and
+    creates nothing (Cognito's get_id creates an identity, say)."""
+    return method.startswith(DRY_RUN_READS) and method not in MINTS
 
 
 def _method(methods: dict[str, str], service: str, action: str) -> str:

@@ -246,7 +246,7 @@ class Upload:
             raise os_error(exc, "read", item.path) from exc
 
     def put(self, item: _cloud.Item, body: Any, size: int, md5: bytes, concurrency: int) -> None:
-        from azure.storage.blob import ContentSettings
+        from azure.storage.blob import ContentSettings, StandardBlobTier
 
         reported = [0]
 
@@ -264,7 +264,7 @@ class Upload:
                 overwrite=True,
                 content_settings=settings,
                 metadata=self.metadata or None,
-                standard_blob_tier=self.tier,
+                standard_blob_tier=StandardBlobTier(self.tier) if self.tier else None,
                 validate_content=True,
                 max_concurrency=concurrency,
                 progress_hook=hook,

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from .conftest import REPO
 from .playing import Play, one_line_error, play
 from .s3server import CREDENTIALS, NO_CREDENTIALS, REGION, MotoServer
 
@@ -243,7 +244,8 @@ def test_dry_run_asks_ec2_to_check_and_changes_nothing(tmp_path, server, image):
     )
     launch = run.step("launch")["result"]
     assert "DryRun check passed" in launch["dry_run"] and launch["changed"] is True
-    assert run.step("look")["result"]["changed"] is False
+    look = run.step("look")["result"]  # a call that only reads is made, for later steps to plan with
+    assert look["changed"] is False and "only reads" in look["dry_run"] and "Reservations" in look
     assert run.step("other")["result"]["verdict"] == "unknown"
     found = boto(server, "ec2").describe_instances(Filters=[{"Name": "tag:run", "Values": [tag]}])
     assert found["Reservations"] == []
@@ -308,3 +310,24 @@ def test_failures_are_one_line_with_the_aws_code_or_a_suggestion(tmp_path, serve
     assert "cannot be paginated" in errors["not_paged"]
     assert "cannot reach" in errors["refused"] and "connection refused" in errors["refused"]
     assert "no AWS credentials" in errors["no_credentials"]
+
+
+def test_the_ebs_snapshots_example_works_as_shipped(tmp_path, server):
+    ec2 = boto(server, "ec2")
+    tag = uuid.uuid4().hex  # a tag value of this test's own, so other tests' volumes stay out
+    tagged = [
+        ec2.create_volume(
+            AvailabilityZone=f"{REGION}a",
+            Size=1,
+            TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "Backup", "Value": tag}]}],
+        )["VolumeId"]
+        for _ in range(2)
+    ]
+    ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=1)  # untagged: not snapshotted
+    book = (REPO / "playbooks" / "ebs-snapshots.yml").read_text()
+    run = play(tmp_path, book, "-e", f"tag_value={tag}", env={**CREDENTIALS, "AWS_ENDPOINT_URL": server.url})
+    assert run.finished()["exit_code"] == 0, run.stderr
+    snapshots = ec2.describe_snapshots(Filters=[{"Name": "tag:Backup", "Values": [tag]}])["Snapshots"]
+    assert sorted(s["VolumeId"] for s in snapshots) == sorted(tagged)
+    assert {s["State"] for s in snapshots} == {"completed"}
+    assert run.step("completed")["result"]["waited"]["waiter"] == "snapshot_completed"

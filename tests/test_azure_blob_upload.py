@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from .azurite import ACCOUNT, KEY, Azurite, free_port
+from .conftest import REPO
 from .playing import Play, one_line_error, play
 
 pytest.importorskip("azure.storage.blob")
@@ -119,6 +120,7 @@ def test_a_folder_lands_under_the_prefix_by_relative_path(tmp_path, azurite, con
         "container": container,
         "prefix": "backup/2024",
         "metadata": {"origin": "runbook"},
+        "tier": "Cool",
     }
     got = result(upload(tmp_path, args, env={"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}))
     expected = {}
@@ -129,7 +131,8 @@ def test_a_folder_lands_under_the_prefix_by_relative_path(tmp_path, azurite, con
     assert blobs(azurite, container) == expected
     assert sorted(u["name"] for u in got["uploaded"]) == sorted(expected)
     assert got["bytes"] == sum(len(v) for v in expected.values())
-    assert props(azurite, container, "backup/2024/top.txt").metadata == {"origin": "runbook"}
+    top = props(azurite, container, "backup/2024/top.txt")
+    assert top.metadata == {"origin": "runbook"} and top.blob_tier == "Cool"
 
 
 def test_a_glob_uploads_its_matches_by_path_below_its_fixed_part(tmp_path, azurite, container):
@@ -302,3 +305,15 @@ def test_a_missing_sdk_names_the_extra_to_install(tmp_path):
     )
     error = one_line_error(run.step("up"))
     assert "pip install 'runbook[azure]'" in error and "azure-storage-blob" in error
+
+
+def test_the_backup_example_works_as_shipped(tmp_path, azurite, container):
+    src = tree(tmp_path / "app", {"a.txt": b"alpha", "sub/b.txt": b"bravo", "skip.tmp": b"no"})
+    book = (REPO / "playbooks" / "azure-backup.yml").read_text()
+    env = {**NO_AZURE_ENV, "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
+    run = play(tmp_path, book, "-e", f"src={src}", "-e", f"container={container}", env=env)
+    assert run.finished()["exit_code"] == 0, run.stderr
+    landed = blobs(azurite, container)
+    assert sorted(name.split("/", 2)[2] for name in landed) == ["a.txt", "sub/b.txt"]
+    assert {name.split("/")[0] for name in landed} == {"app"}  # under the folder's name and the day
+    assert props(azurite, container, next(iter(landed))).blob_tier == "Cool"

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from .conftest import REPO
 from .gcsemulator import GcsEmulator, free_port
 from .playing import Play, one_line_error, play
 
@@ -216,3 +217,13 @@ def test_a_missing_sdk_names_the_extra_to_install(tmp_path):
     )
     error = one_line_error(run.step("up"))
     assert "pip install 'runbook[gcp]'" in error and "google-cloud-storage" in error
+
+
+def test_the_backup_example_works_as_shipped(tmp_path, emulator, bucket):
+    src = tree(tmp_path / "app", {"a.txt": b"alpha", "sub/b.txt": b"bravo", "skip.tmp": b"no"})
+    book = (REPO / "playbooks" / "gcs-backup.yml").read_text()
+    run = play(tmp_path, book, "-e", f"src={src}", "-e", f"bucket={bucket}", env=no_google(emulator.url))
+    assert run.finished()["exit_code"] == 0, run.stderr
+    landed = objects(emulator, bucket)
+    assert sorted(name.split("/", 2)[2] for name in landed) == ["a.txt", "sub/b.txt"]
+    assert {name.split("/")[0] for name in landed} == {"app"}  # under the folder's name and the day
