@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from .conftest import REPO
 from .playing import Play, one_line_error, play
 from .s3server import CREDENTIALS, NO_CREDENTIALS, FaultProxy, MotoServer
 
@@ -258,3 +259,19 @@ def test_failures_and_dry_run(tmp_path, server, s3, bucket):
     assert "no object" in one_line_error(real.step("no_key"))
     assert "no AWS credentials" in one_line_error(real.step("no_credentials"))
     assert not (tmp_path / "x").exists()
+
+
+def test_the_restore_example_works_as_shipped(tmp_path, server, s3, bucket):
+    objects = {
+        "app/2024-06-01/a.txt": b"alpha",
+        "app/2024-06-01/sub/b.txt": b"bravo",
+        "app/2024-06-02/c": b"no",
+    }
+    put(s3, bucket, objects)
+    book = (REPO / "playbooks" / "s3-restore.yml").read_text()
+    dest = tmp_path / "restored"
+    args = ["-e", f"bucket={bucket}", "-e", "name=app", "-e", "day=2024-06-01", "-e", f"dest={dest}"]
+    run = play(tmp_path, book, *args, env={**CREDENTIALS, "AWS_ENDPOINT_URL": server.url})
+    assert run.finished()["exit_code"] == 0, run.stderr
+    assert files_under(dest) == {"a.txt": b"alpha", "sub/b.txt": b"bravo"}
+    assert run.step("verify")["status"] == "ok"
