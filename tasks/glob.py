@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any
 
 from runner.errors import HandlerError
 from runner.schema import DURATION, SIZE, string_or_list
 from runner.units import parse_duration, parse_size
-from tasks._walk import walk_all
+from tasks._walk import Entry, walk_all
 
 name = "glob"
 shorthand = "pattern"
@@ -56,6 +58,10 @@ example = """\
 """
 
 
+# Sort keys read by C code (attrgetter), not a Python lambda called for each path.
+ORDER = {"name": attrgetter("path"), "mtime": attrgetter("mtime", "path"), "size": attrgetter("size", "path")}
+
+
 def _list(value: Any) -> list[str]:
     if value is None:
         return []
@@ -68,37 +74,18 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
         what = "is not a folder" if os.path.exists(root) else "does not exist"
         raise HandlerError(f"glob root {root} {what}")
     patterns = _list(args.get("pattern")) + _list(args.get("patterns"))
-    kind = args.get("type", "file")
-    min_size = parse_size(args["min_size"]) if "min_size" in args else None
-    max_size = parse_size(args["max_size"]) if "max_size" in args else None
-    now = time.time()
-    older = now - parse_duration(args["older_than"]) if "older_than" in args else None
-    newer = now - parse_duration(args["newer_than"]) if "newer_than" in args else None
-    found = []
-    for entry in walk_all(
+    entries = walk_all(
         patterns,
         root,
         _list(args.get("exclude")),
         bool(args.get("hidden")),
         bool(args.get("follow_symlinks")),
-    ):
-        if (kind == "file" and not entry.is_file) or (kind == "dir" and not entry.is_dir):
-            continue
-        if (min_size is not None or max_size is not None) and not entry.is_file:
-            continue  # sizes are files' sizes
-        if (min_size is not None and entry.size < min_size) or (
-            max_size is not None and entry.size > max_size
-        ):
-            continue
-        if (older is not None and entry.mtime > older) or (newer is not None and entry.mtime < newer):
-            continue
-        found.append(entry)
-    key = {"name": lambda e: e.path, "mtime": lambda e: (e.mtime, e.path), "size": lambda e: (e.size, e.path)}
-    found.sort(key=key[args.get("sort", "name")], reverse=bool(args.get("reverse")))
+    )
+    found = _filtered(entries, args)
+    found.sort(key=ORDER[args.get("sort", "name")], reverse=bool(args.get("reverse")))
     if args.get("limit") is not None:
         found = found[: args["limit"]]
-    relative = bool(args.get("relative"))
-    paths = [os.path.relpath(e.path, root) if relative else e.path for e in found]
+    paths = [_relative(e.path, root) for e in found] if args.get("relative") else [e.path for e in found]
     return {
         "paths": paths,
         "count": len(paths),
@@ -107,3 +94,39 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
         "root": root,
         "changed": False,
     }
+
+
+def _filtered(entries: Iterable[Entry], args: dict[str, Any]) -> list[Entry]:
+    """The entries that pass the type, size and age filters: one comprehension per filter
+    given, the type's first (a whole tree's worth of entries goes through that one)."""
+    kind = args.get("type", "file")
+    least = parse_size(args["min_size"]) if "min_size" in args else None
+    most = parse_size(args["max_size"]) if "max_size" in args else None
+    now = time.time()
+    older = now - parse_duration(args["older_than"]) if "older_than" in args else None
+    newer = now - parse_duration(args["newer_than"]) if "newer_than" in args else None
+    sized = least is not None or most is not None
+    if kind == "file" or sized:  # sizes are files' sizes: a size filter keeps files only
+        found = [e for e in entries if e.is_file]
+        if kind == "dir":
+            found = []  # folders asked for, with a size: none qualifies
+    elif kind == "dir":
+        found = [e for e in entries if e.is_dir]
+    else:
+        found = list(entries)
+    if least is not None:
+        found = [e for e in found if e.size >= least]
+    if most is not None:
+        found = [e for e in found if e.size <= most]
+    if older is not None:
+        found = [e for e in found if e.mtime <= older]
+    if newer is not None:
+        found = [e for e in found if e.mtime >= newer]
+    return found
+
+
+def _relative(path: str, root: str) -> str:
+    """``path`` relative to ``root``; a plain slice for paths below it (most of them)."""
+    if path.startswith(root) and path[len(root) : len(root) + 1] == os.sep:
+        return path[len(root) + 1 :]
+    return os.path.relpath(path, root)

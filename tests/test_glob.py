@@ -185,6 +185,59 @@ def test_double_star_and_name_patterns_match_find(tmp_path):
         assert str(root / name) not in result(run, "logs")["paths"]
 
 
+def test_names_ending_in_wildcards_brackets_or_text_match_find(tmp_path):
+    """Names are first tested against the text every match must end with (``.csv`` for
+    ``data-?.csv``), before the whole pattern; patterns ending in a wildcard or a bracket
+    have no such text, and one of those among several patterns turns the test off."""
+    root = tmp_path / "t"
+    names = [
+        "data-1.csv", "data-22.csv", "data-x.csv.bak", "notes]", "notes", "log.1", "log.a",
+        "archive.log.gz", "[x].log", "x.log", ".dot.csv", "csv", "a.CSV",
+    ]  # fmt: skip
+    for folder in ("", "sub/", "sub/deeper/"):
+        for name in names:
+            path = root / f"{folder}{name}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(name)
+    r = str(root)
+    run = globs(
+        tmp_path,
+        {
+            "one_char": {"pattern": "**/data-?.csv", "root": r},
+            "bracket_last": {"pattern": "**/*]", "root": r},
+            "class_last": {"pattern": "**/log.[0-9]", "root": r},
+            "star_last": {"pattern": "**/*.log*", "root": r},
+            "bracket_inside": {"pattern": "**/[[]x].log", "root": r},
+            "below_a_folder": {"pattern": "sub/*.csv", "root": r},
+            "mixed": {"patterns": ["**/*.csv", "**/notes*"], "root": r},
+            "literal": {"pattern": "**/csv", "root": r},
+        },
+    )
+    expected = {
+        "one_char": find(r, "-name", "data-?.csv", "-not", "-path", "*/.*"),
+        "bracket_last": find(r, "-name", "*]", "-not", "-path", "*/.*"),
+        "class_last": find(r, "-name", "log.[0-9]", "-not", "-path", "*/.*"),
+        "star_last": find(r, "-name", "*.log*", "-not", "-path", "*/.*"),
+        "bracket_inside": find(r, "-name", "[[]x].log", "-not", "-path", "*/.*"),
+        "below_a_folder": find(f"{r}/sub", "-maxdepth", "1", "-name", "*.csv", "-not", "-path", "*/.*"),
+        "mixed": find(r, "(", "-name", "*.csv", "-o", "-name", "notes*", ")", "-not", "-path", "*/.*"),
+        "literal": find(r, "-name", "csv"),
+    }
+    for key, paths in expected.items():
+        check_against_find(result(run, key), paths)
+    counts = {key: len(paths) for key, paths in expected.items()}
+    assert counts == {
+        "one_char": 3,
+        "bracket_last": 3,
+        "class_last": 3,
+        "star_last": 9,
+        "bracket_inside": 3,
+        "below_a_folder": 2,
+        "mixed": 12,
+        "literal": 3,
+    }
+
+
 def test_type_dir_and_any_match_find(tmp_path):
     root = make_tree(tmp_path)
     r = str(root)
