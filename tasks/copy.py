@@ -90,12 +90,13 @@ example = """\
 """
 
 BIG_FILE = 32 * 1024 * 1024  # copied in chunks with progress; smaller ones in one call
+SMALL_FILE = CHUNK  # read whole (to copy it, or to compare it) in one call
 # Files are copied one after the other. A pool of 2, 4 or 8 threads was measured slower
 # on this project's machines (ext4): creating and renaming files in one folder serialises
 # on the folder's lock, and the threads then only add switching (bench/files.sh).
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     """One thing to put at ``dest``: a file's copy, a link, a folder, or inline text."""
 
@@ -105,16 +106,21 @@ class Item:
     size: int = 0
     text: bytes | None = None
     exists: bool = True  # whether dest existed when planned (False spares a look-up)
+    mode: int = 0  # the source's st_mode as planned (0: not known, look it up)
 
 
 def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
     start = time.monotonic()
     items = plan(args, ctx.cwd)
     copier = Copier(args, ctx)
-    todo = [item for item in items if copier.needs_copy(item)]
+    todo: list[Item] = []
+    kept: list[Item] = []  # files and links left as they are
+    for item, needed in zip(items, copier.decide(items), strict=True):
+        if needed:
+            todo.append(item)
+        elif item.kind != "dir":
+            kept.append(item)
     files = [item for item in todo if item.kind != "dir"]
-    to_copy = {id(item) for item in todo}
-    kept = [item for item in items if item.kind != "dir" and id(item) not in to_copy]
     # Identical content, but the mode or times asked for differ: fix those in place.
     retouch = [item for item in kept if item.kind != "link" and copier.metadata_differs(item)]
     unchanged = len(kept)
@@ -210,19 +216,20 @@ def _one(src: str, dest: str, follow: bool) -> Item:
         return Item("link", dest, src)
     if not stat.S_ISREG(info.st_mode):
         raise HandlerError(f"source {src} is not a regular file, a folder or a link")
-    return Item("file", dest, src, info.st_size)
+    return Item("file", dest, src, info.st_size, mode=info.st_mode)
 
 
 def _tree(src: str, dest: str, exclude: list[str], follow: bool) -> list[Item]:
     items = [Item("dir", dest, src)]
+    head = os.path.join(dest, "")  # the relative paths are joined by concatenation: one per entry
     for entry in walk_all(["**"], src, exclude, hidden=True, follow_symlinks=follow):
-        target = os.path.join(dest, entry.relative)
+        target = head + entry.relative
         if entry.is_dir:
-            items.append(Item("dir", target, entry.path))
+            items.append(Item("dir", target, entry.path, mode=entry.mode))
         elif entry.is_link and not follow:
             items.append(Item("link", target, entry.path))
         elif entry.is_file:
-            items.append(Item("file", target, entry.path, entry.size))
+            items.append(Item("file", target, entry.path, entry.size, mode=entry.mode))
     return items
 
 
@@ -249,48 +256,47 @@ class Copier:
         self._serial = itertools.count(1)  # next() on a count is atomic under the GIL
         self._pid = os.getpid()
         self.backups: list[str] = []
+        self.present = Present()
         umask = os.umask(0)
         os.umask(umask)
         self.umask = umask
 
     # -- deciding ---------------------------------------------------------------------------
 
+    def decide(self, items: list[Item]) -> list[bool]:
+        """``needs_copy`` of each item, in order."""
+        return [self.needs_copy(item) for item in items]
+
     def needs_copy(self, item: Item) -> bool:
-        """Whether ``item`` must be written; one ``lstat`` of the destination decides most cases."""
-        try:
-            current = os.lstat(item.dest)
-        except FileNotFoundError:
+        """Whether ``item`` must be written; what is at the destination decides most cases."""
+        found = self.present.kind(item.dest)
+        if found == MISSING:
             item.exists = False
             return True
-        except NotADirectoryError:
-            raise HandlerError(f"dest {_file_above(item.dest)} is a file where a folder is needed") from None
-        except OSError as exc:
-            raise os_error(exc, "look at", item.dest) from exc
-        is_folder = stat.S_ISDIR(current.st_mode)
         if item.kind == "dir":
-            if is_folder or (stat.S_ISLNK(current.st_mode) and os.path.isdir(item.dest)):
+            if found == DIR or (found == LINK and os.path.isdir(item.dest)):
                 return False
             raise HandlerError(f"dest {item.dest} is a file where a folder is needed")
         if self.overwrite == "never":
             return False
-        if is_folder and item.kind != "link":
+        if found == DIR and item.kind != "link":
             raise HandlerError(f"dest {item.dest} is a folder where a file is needed")
         if self.overwrite == "always":
             return True
-        return not self.same(item, current)
+        return not self.same(item, found)
 
-    def same(self, item: Item, current: os.stat_result) -> bool:
-        """Whether the destination already holds what would be written: size first, then bytes."""
+    def same(self, item: Item, found: str) -> bool:
+        """Whether the destination already holds what would be written (its size, then its bytes)."""
         if item.kind == "link":
-            return stat.S_ISLNK(current.st_mode) and os.readlink(item.dest) == os.readlink(item.src or "")
-        if not stat.S_ISREG(current.st_mode):
+            return found == LINK and os.readlink(item.dest) == os.readlink(item.src or "")
+        if found != FILE:
             return False
         try:
             if item.kind == "content":
                 assert item.text is not None
-                return current.st_size == len(item.text) and _read_all(item.dest) == item.text
+                return _holds(item.dest, item.text)
             assert item.src is not None
-            return current.st_size == item.size and _same_bytes(item.src, item.dest, item.size)
+            return _same_bytes(item.src, item.dest, item.size)
         except OSError:
             return False
 
@@ -299,11 +305,17 @@ class Copier:
     def make_folder(self, item: Item) -> None:
         """Create a folder, writable by us until ``finish_folders`` sets its final mode."""
         path = item.dest
+        mode = 0o700 | self.folder_mode(item)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(path, 0o700 | self.folder_mode(item))
-        except (FileExistsError, NotADirectoryError) as exc:
+            try:
+                os.mkdir(path, mode)
+            except FileNotFoundError:  # folders above the planned ones are missing too
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.mkdir(path, mode)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise HandlerError(f"cannot create folder {path}: a part of it is a file") from None
+        except NotADirectoryError as exc:
             raise HandlerError(f"cannot create folder {path}: a part of it is a file") from exc
         except OSError as exc:
             raise os_error(exc, "create folder", path) from exc
@@ -344,26 +356,30 @@ class Copier:
         except OSError as exc:
             raise os_error(exc, "read", item.src) from exc
         try:
-            info = os.fstat(source)
-            if info.st_size >= BIG_FILE:
+            small, big = item.size < SMALL_FILE, item.size >= BIG_FILE
+            # A small file is copied with the plan's stat (the walk's): its size and mode. A
+            # fresh one where the exact times are kept, and for bigger files, whose copy in the
+            # kernel trusts the size it is given.
+            fresh = not small or "times" in self.keep or not item.mode
+            info = os.fstat(source) if fresh else None
+            mode = info.st_mode if info is not None else item.mode
+            if big:
                 _remove_stale_temporaries(item.dest)
             # A new file without mode or preserve gets the source's mode less the umask (cp's
             # rule): os.open applies the umask itself, so no chmod is needed afterwards.
             plain_new = not item.exists and self.mode is None and "mode" not in self.keep
-            create_mode = stat.S_IMODE(info.st_mode) if plain_new else 0o600
+            create_mode = stat.S_IMODE(mode) if plain_new else 0o600
             target = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, create_mode)
             try:
-                big = info.st_size >= BIG_FILE
-                copied = copy_fd(
-                    source,
-                    target,
-                    info.st_size,
-                    self.progress if big else None,
-                    self.ctx.cancelled if big else None,
-                )
+                if info is None or small:
+                    copied = _copy_small(source, target, item.size)
+                elif big:
+                    copied = copy_fd(source, target, info.st_size, self.progress, self.ctx.cancelled)
+                else:
+                    copied = copy_fd(source, target, info.st_size)
                 if not plain_new:
-                    os.fchmod(target, self.mode_for(info, item.dest))
-                if "times" in self.keep:
+                    os.fchmod(target, self.mode_for(mode, item.dest))
+                if info is not None and "times" in self.keep:
                     os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
             finally:
                 os.close(target)
@@ -387,16 +403,16 @@ class Copier:
         self.count(count)
         self.ctx.progress(self.done, self.total)
 
-    def mode_for(self, info: os.stat_result, dest: str) -> int:
+    def mode_for(self, source_mode: int, dest: str) -> int:
         """preserve → the source's mode; mode → it; a replaced file keeps its own; else cp's rule."""
         if "mode" in self.keep:
-            return stat.S_IMODE(info.st_mode)
+            return stat.S_IMODE(source_mode)
         if self.mode is not None:
             return self.mode
         try:
             return stat.S_IMODE(os.stat(dest).st_mode)
         except FileNotFoundError:
-            return stat.S_IMODE(info.st_mode) & ~self.umask
+            return stat.S_IMODE(source_mode) & ~self.umask
 
     def put_link(self, item: Item) -> None:
         assert item.src is not None
@@ -424,7 +440,7 @@ class Copier:
         """A new folder's mode: the source folder's (less the umask unless preserved), as cp does."""
         if item.src is None:
             return 0o777 & ~self.umask
-        mode = stat.S_IMODE(os.stat(item.src).st_mode)
+        mode = stat.S_IMODE(item.mode or os.stat(item.src).st_mode)
         return mode if "mode" in self.keep else mode & ~self.umask
 
     def metadata_differs(self, item: Item) -> bool:
@@ -502,25 +518,133 @@ def _file_above(path: str) -> str:
     return path
 
 
-def _read_all(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
+def _copy_small(source: int, target: int, size: int) -> int:
+    """Copy a file of ``size`` bytes (as planned) in one read and one write; return the bytes copied.
+
+    Asking for one byte more than planned shows that the read reached the end. A file that
+    changed size since it was planned is copied whole by ``copy_fd`` instead.
+    """
+    data = os.read(source, size + 1)
+    if len(data) != size:
+        return copy_fd(source, target, os.fstat(source).st_size)
+    written = os.write(target, data)
+    while written < size:  # a short write (the disk filling up): the next one says why
+        written += os.write(target, data[written:])
+    return size
+
+
+def _holds(path: str, data: bytes) -> bool:
+    """Whether the file at ``path`` holds exactly ``data`` (one read of one byte more)."""
+    handle = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if len(data) < SMALL_FILE:
+            return os.read(handle, len(data) + 1) == data
+        if os.fstat(handle).st_size != len(data):
+            return False
+        with open(handle, "rb", closefd=False) as reader:
+            return reader.read() == data
+    finally:
+        os.close(handle)
 
 
 def _same_bytes(a: str, b: str, size: int) -> bool:
-    """Compare two files' bytes; small files in one read each, without buffered file objects."""
+    """Whether files ``a`` (of ``size`` bytes, as planned) and ``b`` hold the same bytes.
+
+    A small file is read whole in one call each, asking for one byte more: a longer ``b``
+    shows itself, so the sizes need no separate look-up. A big one is compared by size
+    first, then chunk by chunk.
+    """
     first = os.open(a, os.O_RDONLY | os.O_CLOEXEC)
     try:
         second = os.open(b, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            step = min(max(size, 1), CHUNK)
-            while True:
-                left = os.read(first, step)
-                if left != os.read(second, step):
-                    return False
-                if not left:
-                    return True
+            if size < SMALL_FILE:
+                data = os.read(first, size + 1)
+                if len(data) == size:
+                    return os.read(second, size + 1) == data
+            elif os.fstat(second).st_size != size:
+                return False
+            return _same_chunks(first, second)
         finally:
             os.close(second)
     finally:
         os.close(first)
+
+
+def _same_chunks(first: int, second: int) -> bool:
+    """Compare two open files from their starts (whatever was read already) to their ends."""
+    offset = 0
+    while True:
+        left = os.pread(first, CHUNK, offset)
+        if left != os.pread(second, CHUNK, offset):
+            return False
+        if not left:
+            return True
+        offset += len(left)
+
+
+# What a destination path holds, as ``Present.kind`` tells it.
+MISSING, DIR, FILE, LINK, OTHER = "missing", "dir", "file", "link", "other"
+LISTED_FROM = 4  # look-ups in one folder before the folder is listed once instead
+
+
+class Present:
+    """What is already at the destination paths, each folder listed once when it holds many.
+
+    A tree's copy asks about every file of every folder: one ``scandir`` of the folder (its
+    entries' types come with the listing) replaces an ``lstat`` per file, and a folder that
+    does not exist yet answers for everything planned inside it.
+    """
+
+    def __init__(self) -> None:
+        self.asked: dict[str, int] = {}
+        self.listings: dict[str, dict[str, os.DirEntry[str]] | None] = {}
+
+    def kind(self, path: str) -> str:
+        folder, _, name = path.rpartition(os.sep)
+        if folder and name:
+            if folder in self.listings:
+                return _kind_in(self.listings[folder], name)
+            asked = self.asked[folder] = self.asked.get(folder, 0) + 1
+            if asked >= LISTED_FROM and self.list(folder):
+                return _kind_in(self.listings[folder], name)
+        return _kind_at(path)
+
+    def list(self, folder: str) -> bool:
+        """List ``folder`` for the next questions; False if that cannot be done (ask each path)."""
+        try:
+            with os.scandir(folder) as listing:
+                self.listings[folder] = {entry.name: entry for entry in listing}
+        except FileNotFoundError:
+            self.listings[folder] = None  # nothing is inside a folder that is not there
+        except OSError:  # not a folder, or not readable: each path's lstat says what is wrong
+            return False
+        return True
+
+
+def _kind_in(listing: dict[str, os.DirEntry[str]] | None, name: str) -> str:
+    entry = listing.get(name) if listing is not None else None
+    if entry is None:
+        return MISSING
+    # The listing's types (d_type): no system call, except on file systems that give none.
+    if entry.is_symlink():
+        return LINK
+    if entry.is_dir(follow_symlinks=False):
+        return DIR
+    return FILE if entry.is_file(follow_symlinks=False) else OTHER
+
+
+def _kind_at(path: str) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return MISSING
+    except NotADirectoryError:
+        raise HandlerError(f"dest {_file_above(path)} is a file where a folder is needed") from None
+    except OSError as exc:
+        raise os_error(exc, "look at", path) from exc
+    if stat.S_ISLNK(mode):
+        return LINK
+    if stat.S_ISDIR(mode):
+        return DIR
+    return FILE if stat.S_ISREG(mode) else OTHER

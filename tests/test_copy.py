@@ -252,6 +252,80 @@ def test_second_run_rewrites_nothing_then_recopies_only_a_same_size_change(tmp_p
     assert after == before
 
 
+def test_a_crowded_destination_folder_is_judged_file_by_file(tmp_path):
+    """A destination folder with many entries is listed once rather than looked up per file,
+    and small files are compared in one read each (one byte more than the source's size):
+    every kind of difference must still be seen, and identical files left alone."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    (src / "many").mkdir(parents=True)
+    (out / "many").mkdir(parents=True)
+    sources = {f"same{i}.txt": f"same {i}\n".encode() for i in range(8)}
+    sources |= {
+        "longer.txt": b"abc",  # the destination holds the same bytes and more
+        "shorter.txt": b"abcdef",  # the destination holds a prefix
+        "flipped.txt": b"0123456789",  # same size, one byte differs
+        "linked.txt": b"through a link\n",  # the destination is a link to identical bytes
+        "new.txt": b"not there yet\n",
+        "empty.txt": b"",
+        "big.bin": random.Random(5).randbytes(2 * MiB),  # compared chunk by chunk
+    }
+    for name, data in sources.items():
+        (src / "many" / name).write_bytes(data)
+    for name in [n for n in sources if n.startswith("same")] + ["empty.txt", "big.bin"]:
+        shutil.copyfile(src / "many" / name, out / "many" / name)
+    (out / "many" / "longer.txt").write_bytes(b"abcXYZ")
+    (out / "many" / "shorter.txt").write_bytes(b"abc")
+    (out / "many" / "flipped.txt").write_bytes(b"0123456X89")
+    (tmp_path / "target.txt").write_bytes(sources["linked.txt"])
+    os.symlink(tmp_path / "target.txt", out / "many" / "linked.txt")
+    (out / "many" / "only-here.txt").write_bytes(b"the copy leaves this alone\n")
+    before = tree(out, inodes=True)
+
+    run = run_steps(tmp_path, [{"id": "c", "copy": {"src": str(src), "dest": str(out)}}])
+    assert run.returncode == 0, run.stderr
+    result = run.step("c")["result"]
+    rewritten = {"longer.txt", "shorter.txt", "flipped.txt", "linked.txt", "new.txt"}
+    assert sorted(result["files"]) == sorted(str(out / "many" / n) for n in rewritten)
+    assert result["unchanged"] == len(sources) - len(rewritten)
+    for name, data in sources.items():
+        assert (out / "many" / name).read_bytes() == data, name
+    assert not (out / "many" / "linked.txt").is_symlink()
+    assert (tmp_path / "target.txt").read_bytes() == sources["linked.txt"]  # the link was replaced
+    after = tree(out, inodes=True)
+    for name in set(sources) - rewritten | {"only-here.txt"}:
+        assert after[f"many/{name}"] == before[f"many/{name}"], name  # same inode: not rewritten
+
+
+def test_kinds_in_the_way_in_a_crowded_destination_folder_fail_with_one_line(tmp_path):
+    """A folder where a file goes, or a file where a folder goes, among many entries."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    for index in range(6):
+        (src / "a" / "sub").mkdir(parents=True, exist_ok=True)
+        (src / "a" / f"f{index}.txt").write_text(f"{index}\n")
+        (src / "b" / f"f{index}.txt").parent.mkdir(parents=True, exist_ok=True)
+        (src / "b" / f"f{index}.txt").write_text(f"{index}\n")
+    (out / "a").mkdir(parents=True)
+    for index in range(6):
+        (out / "a" / f"f{index}.txt").write_text(f"{index}\n")
+    (out / "a" / "sub").write_text("a file where the copy needs a folder\n")
+    (out / "b" / "f3.txt").mkdir(parents=True)  # a folder where the copy needs a file
+    soft = {"continue_on_error": True}
+    run = run_steps(
+        tmp_path,
+        [
+            {"id": "file_in_the_way", "copy": {"src": str(src / "a"), "dest": str(out / "a")}, **soft},
+            {"id": "folder_in_the_way", "copy": {"src": str(src / "b"), "dest": str(out / "b")}},
+        ],
+    )
+    assert run.returncode == 1, run.stderr
+    error = one_line_error(run.step("file_in_the_way"))
+    assert str(out / "a" / "sub") in error and "is a file where a folder is needed" in error
+    error = one_line_error(run.step("folder_in_the_way"))
+    assert str(out / "b" / "f3.txt") in error and "is a folder where a file is needed" in error
+    assert (out / "a" / "sub").read_text() == "a file where the copy needs a folder\n"
+    assert sorted(os.listdir(out / "b")) == ["f3.txt"]  # nothing was copied before the check
+
+
 def test_overwrite_never_keeps_a_different_file_and_always_rewrites_an_identical_one(tmp_path):
     (tmp_path / "new.txt").write_text("new\n")
     kept, rewritten = tmp_path / "kept.txt", tmp_path / "same.txt"
