@@ -13,7 +13,6 @@ by ``| default(...)`` or ``is defined``.
 from __future__ import annotations
 
 import base64
-import configparser
 import hashlib
 import json
 import os
@@ -145,6 +144,8 @@ def from_yaml(value: str) -> Any:
 
 
 def from_ini(value: str) -> dict[str, dict[str, str]]:
+    import configparser  # imported when used: it costs milliseconds at every start
+
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(value)
     sections = {name: dict(parser[name]) for name in parser.sections()}

@@ -17,15 +17,17 @@ written.
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import HandlerError
 from tasks._files import os_error, write_bytes_atomically
 from tasks._select import absolute
+
+if TYPE_CHECKING:
+    import configparser
 
 name = "ini"
 _SCALAR = {"type": ["string", "number", "boolean", "null"]}
@@ -158,6 +160,8 @@ def _read(path: str, needed: bool) -> str | None:
 
 
 def _parse(text: str, path: str) -> configparser.ConfigParser:
+    import configparser  # imported when used: runbook validate imports every handler
+
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text, source=path)
@@ -168,6 +172,8 @@ def _parse(text: str, path: str) -> configparser.ConfigParser:
 
 def _one_line(exc: configparser.Error, path: str) -> str:
     """configparser's messages span lines and repeat the path: make them ``path:LINE: what``."""
+    import configparser
+
     line = getattr(exc, "lineno", None)
     if isinstance(exc, configparser.MissingSectionHeaderError):
         return f"{path}:{line}: a line before the first [section] header: {exc.line.strip()!r}"

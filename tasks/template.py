@@ -15,7 +15,6 @@ the verdict is unknown).
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 from typing import Any
@@ -114,6 +113,8 @@ def _read(path: str) -> bytes | None:
 
 
 def _diff(old: bytes | None, new: str, dest: str) -> str:
+    import difflib  # only dry runs show a diff: not worth an import at start-up
+
     before = old.decode("utf-8", errors="replace").splitlines(keepends=True) if old else []
     lines = list(difflib.unified_diff(before, new.splitlines(keepends=True), dest, dest))
     if len(lines) > DIFF_LINES:

@@ -15,8 +15,6 @@ half a report; an unchanged file is left alone (``changed: false``). Under
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Mapping
@@ -143,6 +141,8 @@ def _rows(data: Any) -> list[Mapping[str, Any]]:
 
 
 def _header(old: bytes) -> list[str] | None:
+    import csv
+
     first = old.decode("utf-8", errors="replace").splitlines()[:1]
     return next(csv.reader(first), None) if first else None
 
@@ -197,6 +197,9 @@ def _cell(value: Any) -> str:
 
 
 def _csv(rows: list[Mapping[str, Any]], columns: dict[str, str], with_header: bool) -> str:
+    import csv  # imported when used: runbook validate imports every handler
+    import io
+
     if not columns:
         return ""
     buffer = io.StringIO()
