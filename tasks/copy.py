@@ -104,9 +104,9 @@ class Item:
     dest: str
     src: str | None = None
     size: int = 0
+    mode: int = 0  # the source's st_mode as planned (0: not known, look it up)
     text: bytes | None = None
     exists: bool = True  # whether dest existed when planned (False spares a look-up)
-    mode: int = 0  # the source's st_mode as planned (0: not known, look it up)
 
 
 def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
@@ -216,7 +216,7 @@ def _one(src: str, dest: str, follow: bool) -> Item:
         return Item("link", dest, src)
     if not stat.S_ISREG(info.st_mode):
         raise HandlerError(f"source {src} is not a regular file, a folder or a link")
-    return Item("file", dest, src, info.st_size, mode=info.st_mode)
+    return Item("file", dest, src, info.st_size, info.st_mode)
 
 
 def _tree(src: str, dest: str, exclude: list[str], follow: bool) -> list[Item]:
@@ -225,17 +225,19 @@ def _tree(src: str, dest: str, exclude: list[str], follow: bool) -> list[Item]:
     for entry in walk_all(["**"], src, exclude, hidden=True, follow_symlinks=follow):
         target = head + entry.relative
         if entry.is_dir:
-            items.append(Item("dir", target, entry.path, mode=entry.mode))
+            items.append(Item("dir", target, entry.path, 0, entry.mode))
         elif entry.is_link and not follow:
             items.append(Item("link", target, entry.path))
         elif entry.is_file:
-            items.append(Item("file", target, entry.path, entry.size, mode=entry.mode))
+            items.append(Item("file", target, entry.path, entry.size, entry.mode))
     return items
 
 
 def _ordered(items: list[Item], top: str) -> list[Item]:
     """Missing parent folders first, then folders by depth, then files and links."""
-    parents = {os.path.dirname(i.dest) for i in items if i.kind != "dir"} | {top}
+    # os.path.dirname once per folder, not once per file: a tree has many files in each.
+    one_per_folder = {i.dest.rpartition(os.sep)[0]: i.dest for i in items if i.kind != "dir"}
+    parents = {os.path.dirname(dest) for dest in one_per_folder.values()} | {top}
     listed = {i.dest for i in items if i.kind == "dir"}
     extra = [Item("dir", p) for p in sorted(parents - listed) if p]
     folders = sorted([i for i in items if i.kind == "dir"] + extra, key=lambda i: i.dest.count(os.sep))
@@ -627,11 +629,11 @@ def _kind_in(listing: dict[str, os.DirEntry[str]] | None, name: str) -> str:
     if entry is None:
         return MISSING
     # The listing's types (d_type): no system call, except on file systems that give none.
+    if entry.is_file(follow_symlinks=False):
+        return FILE
     if entry.is_symlink():
         return LINK
-    if entry.is_dir(follow_symlinks=False):
-        return DIR
-    return FILE if entry.is_file(follow_symlinks=False) else OTHER
+    return DIR if entry.is_dir(follow_symlinks=False) else OTHER
 
 
 def _kind_at(path: str) -> str:
