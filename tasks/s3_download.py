@@ -197,6 +197,7 @@ class Download:
             )
             item.known = _what_head_tells(head)
             self.items = [item]
+            self.records.load(self.key)
         else:
             try:
                 listing = _s3.list_prefix(self.s3, self.bucket, self.prefix, limit=2**62)

@@ -24,7 +24,8 @@ from .azurite import ACCOUNT, KEY, Azurite, free_port
 from .conftest import REPO
 from .playing import Play, one_line_error, play
 
-pytest.importorskip("azure.storage.blob")
+if not os.environ.get("CI"):  # CI installs the SDK: there its absence fails the tests
+    pytest.importorskip("azure.storage.blob")
 
 MiB = 1024 * 1024
 NO_AZURE_ENV = {
