@@ -1,7 +1,8 @@
 """Find processes, check that they run or do not, or stop them (psutil).
 
 Processes are selected by every criterion given: ``name`` (the program's name, as
-``pgrep -x`` matches it, or the base name of its first argument), ``cmdline`` (a regex
+``pgrep -x`` matches it; a name longer than the 15 characters Linux keeps is matched
+against the base name of the first argument), ``cmdline`` (a regex
 searched in the command line joined with spaces), ``pid``, ``pidfile`` (a file holding
 the pid; a missing file selects nothing) and ``user``. runbook itself and the processes
 above it are never selected. ``state``:
@@ -128,9 +129,6 @@ def find(psutil: Any, args: dict[str, Any], cwd: str) -> list[Any]:
     except re.error as exc:
         raise HandlerError(f"cmdline {args['cmdline']!r} is not a valid regular expression: {exc}") from None
     wanted_name, user = args.get("name"), args.get("user")
-    attrs = ["status"]
-    attrs += ["username"] if user is not None else []
-    attrs += ["name", "cmdline"] if wanted_name is not None or pattern is not None else []
     if pids is not None:
         candidates = []
         for pid in sorted(pids):
@@ -142,24 +140,18 @@ def find(psutil: Any, args: dict[str, Any], cwd: str) -> list[Any]:
     for proc in candidates:
         if proc.pid in own:
             continue
-        with _gone(psutil):
-            info = proc.as_dict(attrs, ad_value=None)  # one read of /proc for all of them
-            if info["status"] in (None, psutil.STATUS_ZOMBIE):
-                continue  # already dead (waiting for its parent to reap it), or gone
-            if user is not None and info["username"] != user:
+        with _gone(psutil), proc.oneshot():  # status, name and user come from one read of /proc
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue  # already dead, waiting for its parent to reap it
+            if user is not None and proc.username() != user:
                 continue
-            cmdline = info.get("cmdline") or []
-            if wanted_name is not None and not _name_matches(info["name"], cmdline, wanted_name):
+            # psutil completes a name Linux cut to 15 characters from the first argument.
+            if wanted_name is not None and proc.name() != wanted_name:
                 continue
-            if pattern is not None and not pattern.search(" ".join(cmdline)):
+            if pattern is not None and not pattern.search(" ".join(proc.cmdline())):
                 continue
             found.append(proc)
     return found
-
-
-def _name_matches(name: str | None, cmdline: list[str], wanted: str) -> bool:
-    # Linux cuts a process's name to 15 characters; the first argument's base name is whole.
-    return name == wanted or (bool(cmdline) and os.path.basename(cmdline[0]) == wanted)
 
 
 def _read_pidfile(path: str) -> set[int]:
@@ -177,10 +169,11 @@ def _read_pidfile(path: str) -> set[int]:
 
 
 class _gone:
-    """Ignore processes that end (or cannot be read) while they are looked at."""
+    """Ignore processes that end, or cannot be read, while they are looked at."""
 
     def __init__(self, psutil: Any):
-        self.errors = (psutil.NoSuchProcess, psutil.ZombieProcess)
+        # A process we may not read (another user's, under hidepid) cannot be checked: skipped.
+        self.errors = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
 
     def __enter__(self) -> None:
         return None

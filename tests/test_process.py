@@ -38,10 +38,8 @@ class Children:
         self.token = f"rbproc-{uuid.uuid4().hex[:12]}"
         self.procs: list[subprocess.Popen[str]] = []
 
-    def start(self, mode: str = "plain") -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, mode, self.token], stdout=subprocess.PIPE, text=True
-        )
+    def start(self, mode: str = "plain", program: str = sys.executable) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([program, "-c", CHILD, mode, self.token], stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         self.procs.append(proc)
         return proc
@@ -102,6 +100,23 @@ def test_running_and_absent_checks(tmp_path, children):
     assert str(second.pid) in one_line_error(run.step("not_absent"))
     assert "no process matches" in one_line_error(run.step("wrong_user"))
     assert first.poll() is None and second.poll() is None  # checks touch nothing
+
+
+def test_a_name_longer_than_linux_keeps_is_matched_whole(tmp_path, children):
+    # The kernel keeps 15 characters of a program's name; the first argument has all of it.
+    program = tmp_path / "runbook-test-long-program-name"
+    program.symlink_to(sys.executable)
+    child = children.start(program=str(program))
+    run = run_book(
+        tmp_path,
+        [
+            {"id": "whole", "process": {"name": program.name}},
+            {"id": "other", "process": {"name": program.name + "-x", "state": "absent"}},
+        ],
+    )
+    assert run.returncode == 0, run.stderr
+    assert [p["pid"] for p in run.step("whole")["result"]["processes"]] == [child.pid]
+    assert run.step("whole")["result"]["processes"][0]["name"] == program.name
 
 
 def test_stopped_sends_term_and_reports_it(tmp_path, children):
