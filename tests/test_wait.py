@@ -325,10 +325,10 @@ def test_unit_until_is_evaluated_at_every_poll(tmp_path):
 
 def test_unit_cancel_interrupts_a_wait(tmp_path):
     ctx = ctx_for(tmp_path)
+    begin = time.monotonic()  # before the timer starts: the wait cannot end sooner than 0.2 s after this
     timer = threading.Timer(0.2, ctx.cancel_event.set)
     timer.start()
     try:
-        begin = time.monotonic()
         with pytest.raises(HandlerError) as caught:
             wait.run({"duration": 3600}, ctx)
         assert time.monotonic() - begin >= 0.2
