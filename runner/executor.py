@@ -745,7 +745,7 @@ class Executor:
         if dry_run:
             record["dry_run"] = result.get("dry_run") or _dry_run_verdict(result)
             record["verdict"] = _dry_run_verdict(result)
-            record["args"] = args
+            record["args"] = handler.redact(args) if handler.redact else args
         failure = None
         if status == "failed":
             failure = Failure(error or "failed", timed_out=timed_out.is_set(), result=result)

@@ -12,6 +12,7 @@ file so later errors point into it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -172,6 +173,18 @@ class Playbook:
         return next((n for n in self.walk() if n.id == step_id), None)
 
 
+_URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^/@\s]*@")
+_SECRET_QUERY = re.compile(
+    r"([?&][^=&#\s]*(?:token|secret|passw|key|signature|auth|session|credential)[^=&#\s]*=)[^&#\s]*",
+    re.IGNORECASE,
+)
+
+
+def _masked_url_secrets(text: str) -> str:
+    """A URL's password and secret-looking query values as ``***``: labels print everywhere."""
+    return _SECRET_QUERY.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
 def short_label(handler: str, args: Any, width: int = 48) -> str:
     """``shell: df -h`` — the handler and a short form of its main argument."""
     if isinstance(args, dict):
@@ -182,7 +195,7 @@ def short_label(handler: str, args: Any, width: int = 48) -> str:
         main = " ".join(str(part) for part in main)
     if main is None:
         return handler
-    text = " ".join(str(main).split())
+    text = _masked_url_secrets(" ".join(str(main).split()))
     if len(text) > width:
         text = text[: width - 1] + "…"
     return f"{handler}: {text}"

@@ -13,9 +13,11 @@ raising ``HandlerError``. The keys ``status``, ``ok``, ``changed``, ``failed``,
 engine's (SPEC §2); a handler sets only ``changed`` among them.
 
 Optional: ``shorthand`` (the argument a scalar value stands for: ``shell: "ls"`` is
-``shell: {cmd: "ls"}``), ``result`` (field → description), ``example`` (YAML), and
-``unrendered`` (arguments the engine passes as written, because the handler
-evaluates them itself through ``ctx.evaluate``, like ``wait``'s ``until``).
+``shell: {cmd: "ls"}``), ``result`` (field → description), ``example`` (YAML),
+``redact(args)`` (the arguments as they may be printed, such as in a dry-run plan, with
+the secrets the handler knows of masked), and ``unrendered`` (arguments the engine
+passes as written, because the handler evaluates them itself through ``ctx.evaluate``,
+like ``wait``'s ``until``).
 
 Plugins register in the entry-point group ``runbook.tasks``; two handlers with the
 same name are refused, naming both.
@@ -49,6 +51,7 @@ class Handler:
     result: Mapping[str, str] = field(default_factory=dict)
     example: str = ""
     unrendered: tuple[str, ...] = ()
+    redact: Callable[[Any], Any] | None = None  # the arguments as they may be shown (secrets masked)
 
     @property
     def summary(self) -> str:
@@ -87,6 +90,7 @@ def _as_handler(obj: Any, origin: str) -> Handler:
         result=getattr(obj, "result", {}) or {},
         example=getattr(obj, "example", "") or "",
         unrendered=tuple(getattr(obj, "unrendered", ()) or ()),
+        redact=getattr(obj, "redact", None),
     )
 
 

@@ -775,3 +775,21 @@ def test_the_health_check_example_runs_as_shipped(tmp_path):
     assert dry.step("fetch")["result"]["dry_run"].startswith("would send GET ")
     assert "bytes" not in dry.step("fetch")["result"]
     assert dry.step("notify")["result"]["verdict"] == "would change"
+
+
+def test_the_dry_run_plan_and_default_labels_mask_secret_arguments(tmp_path):
+    run = play(
+        tmp_path,
+        """\
+name: planned
+steps:
+  - http: {url: "http://user:pa55word@127.0.0.1:9/x?token=abc123&page=2", headers: {X-Api-Key: sekrit-key}}
+""",
+        "--dry-run",
+    )
+    assert run.returncode == 0, run.stderr
+    for secret in ("pa55word", "abc123", "sekrit-key"):
+        assert secret not in run.stdout and secret not in run.stderr
+    (finished,) = [e for e in run.events if e["event"] == "step_finished"]
+    assert finished["result"]["args"]["headers"] == {"X-Api-Key": "***"}
+    assert "page=2" in finished["step"]["label"] and "token=***" in finished["step"]["label"]
