@@ -173,9 +173,9 @@ def literal_tail(segment: str) -> str:
     return segment[index:]
 
 
-# The unbound methods, called by filter() without a Python frame per entry: about a
-# tenth of a comprehension's cost. is_dir() answers from the listing's d_type (no system
-# call) except for links, which it follows.
+# The unbound method, called by filter() with no bytecode run per entry (2.8 ms for 100,000
+# entries, measured; with follow_symlinks=False, a keyword, it cannot be passed this way).
+# is_dir() answers from the listing's d_type (no system call) except for links, which it follows.
 _IS_DIR = os.DirEntry.is_dir
 
 
@@ -219,7 +219,7 @@ class _Matcher:
             wanted = _either([_name_regex(p.segments[1], hidden) for p in patterns])
         else:
             wanted = _either([compile_pattern(p.segments, hidden).pattern for p in patterns])
-        # str.endswith() rejects most names several times faster than a regex match does.
+        # str.endswith() rejects a name that cannot match in about 60% of a regex match's time.
         tails = tuple(literal_tail(p.segments[-1]) if p.segments else "" for p in patterns)
         return cls(
             wanted.match if wanted is not None else None,

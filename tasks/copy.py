@@ -93,7 +93,9 @@ BIG_FILE = 32 * 1024 * 1024  # copied in chunks with progress; smaller ones in o
 SMALL_FILE = CHUNK  # read whole (to copy it, or to compare it) in one call
 # Files are copied one after the other. A pool of 2, 4 or 8 threads was measured slower
 # on this project's machines (ext4): creating and renaming files in one folder serialises
-# on the folder's lock, and the threads then only add switching (bench/files.sh).
+# on the folder's lock, and the threads then only add switching (bench/files.sh). Nor are
+# unchanged files compared by a pool: on the shared 2-core machine (other work on both
+# cores) 2 to 4 threads took 0.9-1.2x as long as one; twice as fast only with a core idle.
 
 
 @dataclass(slots=True)
@@ -115,8 +117,8 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
     copier = Copier(args, ctx)
     todo: list[Item] = []
     kept: list[Item] = []  # files and links left as they are
-    for item, needed in zip(items, copier.decide(items), strict=True):
-        if needed:
+    for item in items:
+        if copier.needs_copy(item):
             todo.append(item)
         elif item.kind != "dir":
             kept.append(item)
@@ -264,10 +266,6 @@ class Copier:
         self.umask = umask
 
     # -- deciding ---------------------------------------------------------------------------
-
-    def decide(self, items: list[Item]) -> list[bool]:
-        """``needs_copy`` of each item, in order."""
-        return [self.needs_copy(item) for item in items]
 
     def needs_copy(self, item: Item) -> bool:
         """Whether ``item`` must be written; what is at the destination decides most cases."""
