@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from runner.errors import HandlerError
@@ -74,20 +75,21 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
         raise HandlerError(f"append works with csv and text files; {fmt} would make {path} invalid")
     old = _read(path)
     out: dict[str, Any] = {"path": path, "format": fmt}
+    payload = plain(args["data"])
     if fmt == "csv":
-        rows = _rows(args["data"])
+        rows = _rows(payload)
         header = _header(old) if append and old else None
         columns = _columns(args.get("columns"), rows, header)
         text = _csv(rows, columns, with_header=header is None)
         out.update(rows=len(rows), columns=list(columns))
     elif fmt == "text":
-        text = _text(args["data"])
+        text = _text(payload)
     elif fmt == "json":
-        text = json.dumps(args["data"], indent=2, ensure_ascii=False, default=str) + "\n"
+        text = json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n"
     else:
         import yaml
 
-        text = yaml.safe_dump(args["data"], sort_keys=False, allow_unicode=True, default_flow_style=False)
+        text = yaml.safe_dump(payload, sort_keys=False, allow_unicode=True, default_flow_style=False)
     data = text.encode("utf-8")
     if append and old:
         if not old.endswith(b"\n"):
@@ -106,6 +108,20 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
             raise os_error(exc, "create folder", os.path.dirname(path)) from exc
         write_bytes_atomically(path, data, mode)
     return out
+
+
+def plain(value: Any) -> Any:
+    """``value`` with every mapping a dict and every sequence a list (``facts`` is a lazy
+    mapping, for one), so that JSON and YAML write its contents, not its name."""
+    if isinstance(value, Mapping):
+        return {
+            str(k) if not isinstance(k, (str, int, float, bool)) else k: plain(v) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
 
 
 def _format_of(path: str) -> str:

@@ -96,4 +96,6 @@ def test_inventory_report_writes_its_csv_files(tmp_path):
     results = run.step("services")["result"]["results"]
     assert [(s["service"], int(s["running"])) for s in services] == [(r["item"], r["count"]) for r in results]
     assert len(rows(reports / "processes.csv")) == sum(r["count"] for r in results)
-    assert json.loads((reports / "inventory.json").read_text())["resources"]["cpu_count"] == host["cpu_count"]
+    inventory = json.loads((reports / "inventory.json").read_text())
+    assert inventory["resources"]["cpu_count"] == host["cpu_count"]
+    assert inventory["facts"]["hostname"] == inventory["host"] == row["host"]

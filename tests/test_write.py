@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +154,23 @@ def test_format_overrides_the_extension_and_mode_applies(tmp_path):
     write.run({"path": "report.out", "data": [{"a": 1}], "format": "csv", "mode": "0600"}, ctx)
     assert read_csv(tmp_path / "report.out") == [{"a": "1"}]
     assert (tmp_path / "report.out").stat().st_mode & 0o777 == 0o600
+
+
+def test_lazy_mappings_and_dates_are_written_as_their_contents(tmp_path):
+    run = play(
+        tmp_path,
+        json.dumps(
+            {
+                "name": "facts",
+                "steps": [
+                    {"write": {"path": "f.json", "data": {"facts": "{{ facts }}", "at": "{{ now() }}"}}},
+                    {"write": {"path": "f.yml", "data": "{{ facts }}"}},
+                ],
+            }
+        ),
+    )
+    assert run.returncode == 0, run.stderr
+    written = json.loads((tmp_path / "f.json").read_text())
+    assert written["facts"]["hostname"] == socket.gethostname()
+    assert datetime.fromisoformat(written["at"]).tzinfo is not None
+    assert yaml.safe_load((tmp_path / "f.yml").read_text())["cpu_count"] == os.cpu_count()
