@@ -296,6 +296,48 @@ def test_a_crowded_destination_folder_is_judged_file_by_file(tmp_path):
         assert after[f"many/{name}"] == before[f"many/{name}"], name  # same inode: not rewritten
 
 
+def test_comparing_leaves_the_destinations_access_times_alone(tmp_path):
+    """An unchanged run reads each destination file only to compare it: its access time
+    stays as it was (O_NOATIME), where a plain read would update it. Files runbook may not
+    open that way (another user's, without CAP_FOWNER) are compared all the same."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    for index in range(6):
+        (src / f"f{index}.txt").write_text(f"file {index}\n")
+    steps = [{"id": "c", "copy": {"src": str(src), "dest": str(out)}}]
+    first = run_steps(tmp_path, steps)
+    assert first.returncode == 0, first.stderr
+    old = OLD_NS + 123_456_789
+    for path in out.iterdir():
+        os.utime(path, ns=(old, old))  # old and not after the mtime: a read would update it
+    probe = tmp_path / "probe.txt"
+    probe.write_text("p")
+    os.utime(probe, ns=(old, old))
+    probe.read_text()
+    reads_update_atime = probe.stat().st_atime_ns != old  # not so on a noatime mount
+
+    second = run_steps(tmp_path, steps)
+    assert second.returncode == 0, second.stderr
+    result = second.step("c")["result"]
+    assert (result["copied"], result["unchanged"]) == (0, 6)
+    if reads_update_atime:
+        assert {p.name: p.stat().st_atime_ns for p in out.iterdir()} == {f"f{i}.txt": old for i in range(6)}
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return  # the rest needs root (chown) and setpriv
+    for path in out.iterdir():
+        os.chown(path, 65534, 65534)
+    no_fowner = "-fowner"
+    run = play(
+        tmp_path,
+        prefix=["setpriv", f"--inh-caps={no_fowner}", f"--bounding-set={no_fowner}"],
+        text=book(steps),
+    )
+    assert run.returncode == 0, run.stderr
+    result = run.step("c")["result"]
+    assert (result["copied"], result["unchanged"]) == (0, 6)
+
+
 def test_kinds_in_the_way_in_a_crowded_destination_folder_fail_with_one_line(tmp_path):
     """A folder where a file goes, or a file where a folder goes, among many entries."""
     src, out = tmp_path / "src", tmp_path / "out"
