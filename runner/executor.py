@@ -668,6 +668,7 @@ class Executor:
             step_label=step.label,
             dry_run=dry_run,
             cwd=self.options.cwd,
+            playbook_dir=str(self.playbook.path.resolve().parent),
             env=env,
             cancel_event=cancel,
             processes=self.processes,

@@ -1,7 +1,8 @@
 """What a handler receives besides its arguments: the run context ``ctx`` (SPEC §8).
 
 ``ctx.log(message)``, ``ctx.output(line, stream)``, ``ctx.dry_run``, ``ctx.cancelled()``,
-``ctx.wait(seconds)``, ``ctx.cwd``, ``ctx.env`` (variables to add to the environment of
+``ctx.wait(seconds)``, ``ctx.cwd``, ``ctx.playbook_dir`` (the folder of the step's playbook
+file), ``ctx.env`` (variables to add to the environment of
 processes: the playbook's and the step's ``env``),
 ``ctx.evaluate(expression)`` (for arguments the handler polls, such as ``wait.until``),
 ``ctx.render(text, extra_vars, name)`` (a whole template, such as the file ``template``
@@ -60,6 +61,7 @@ class TaskContext:
     step_label: str
     dry_run: bool = False
     cwd: str = field(default_factory=os.getcwd)
+    playbook_dir: str | None = None  # the folder of the playbook file the step is in
     env: dict[str, str] = field(default_factory=dict)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     processes: ProcessGroups = field(default_factory=ProcessGroups)

@@ -184,3 +184,13 @@ def test_newer_than_keeps_only_recent(tmp_path):
     result = delete.run({"path": "*.tmp", "newer_than": "1d"}, ctx_for(tmp_path))
     assert result["deleted"] == [str(fresh)]
     assert not fresh.exists() and stale.exists()
+
+
+def test_the_playbook_folder_is_protected_from_another_working_folder(tmp_path):
+    work = tmp_path / "work"
+    make(work / "data.txt")
+    run = play(tmp_path, book([{"id": "rm", "delete": str(tmp_path)}]), cwd=work)  # play.yml is in tmp_path
+    assert run.returncode == 1
+    error = one_line_error(run.step("rm"))
+    assert "the playbook's folder" in error and "force: true" in error
+    assert (tmp_path / "play.yml").exists()
