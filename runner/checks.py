@@ -440,7 +440,9 @@ class Checker:
                     guard = analyze(node.when, True)
                     scope.guarded |= guard.guarded
                     scope.guarded_steps |= guard.guarded_steps
-            for inner, value, expression in template_values(node):
+            handler = self.handlers.get(node.handler) if isinstance(node, Step) else None
+            unrendered = handler.unrendered if handler is not None else ()
+            for inner, value, expression in template_values(node, unrendered):
                 scope.looped = isinstance(node, Step) and node.loop is not None and inner[:1] != ("loop",)
                 self.check_template(node, inner, value, expression, scope)
         self.check_var_cycles(playbook.vars)
@@ -645,8 +647,11 @@ def _strings(value: Any, path: JsonPath) -> list[tuple[JsonPath, str]]:
     return []
 
 
-def template_values(node: Node) -> list[tuple[JsonPath, str, bool]]:
-    """(path inside the node, text, is-an-expression) of every template the node holds."""
+def template_values(node: Node, unrendered: Sequence[str] = ()) -> list[tuple[JsonPath, str, bool]]:
+    """(path inside the node, text, is-an-expression) of every template the node holds.
+
+    Strings under a handler's ``unrendered`` arguments (``wait.until``, ``assert.that``) are
+    expressions the handler evaluates itself: checked as such, braces or not."""
     found: list[tuple[JsonPath, str, bool]] = []
     for key in EXPRESSION_KEYS:
         value = getattr(node, key, None)
@@ -658,7 +663,9 @@ def template_values(node: Node) -> list[tuple[JsonPath, str, bool]]:
                 if is_template(text):
                     found.append((inner, text, False))
         for inner, text in _strings(node.args, (node.handler,)):
-            if is_template(text):
+            if isinstance(node.args, dict) and len(inner) > 1 and inner[1] in unrendered:
+                found.append((inner, text, True))
+            elif is_template(text):
                 found.append((inner, text, False))
     else:
         for key in ("max_workers", "fail_fast"):

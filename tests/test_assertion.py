@@ -11,6 +11,7 @@ from typing import Any
 
 from tasks.assertion import operands
 
+from .conftest import run_cli
 from .playing import Play, one_line_error, play
 
 
@@ -96,3 +97,18 @@ def test_operands_are_the_parts_worth_showing():
     assert operands("not ok") == ["ok"]
     assert operands("1 < 2") == []
     assert operands("broken ((") == []
+
+
+def test_validate_checks_the_expressions_of_that(tmp_path):
+    book = tmp_path / "checks.yml"
+    book.write_text(
+        "name: checks\nsteps:\n  - id: one\n    shell: 'true'\n"
+        '  - assert: {that: ["steps.one.rc == 0", "nope > 1", "steps.later.ok"]}\n'
+        "  - id: later\n    shell: 'true'\n"
+    )
+    proc = run_cli("validate", str(book))
+    assert proc.returncode == 2
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2, proc.stdout
+    assert lines[0].startswith(f"{book}:5:42: ") and "undefined variable 'nope'" in lines[0]
+    assert lines[1].startswith(f"{book}:5:54: ") and "steps.later may not have run yet" in lines[1]
