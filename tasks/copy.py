@@ -90,7 +90,11 @@ example = """\
 """
 
 BIG_FILE = 32 * 1024 * 1024  # copied in chunks with progress; smaller ones in one call
-SMALL_FILE = CHUNK  # read whole (to copy it, or to compare it) in one call
+SMALL_FILE = CHUNK  # copied in one read and one write
+# Files shorter than this are compared in one read each. Its buffer comes from malloc's heap;
+# a bigger one would be mapped and unmapped for each file (glibc's mmap threshold: 128 KiB).
+COMPARE_READ = 64 * 1024
+UNKNOWN = -1  # the size of a file planned from a walk's listing, until it is measured
 # Files are copied one after the other. A pool of 2, 4 or 8 threads was measured slower
 # on this project's machines (ext4): creating and renaming files in one folder serialises
 # on the folder's lock, and the threads then only add switching (bench/files.sh). Nor are
@@ -123,6 +127,9 @@ def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
         elif item.kind != "dir":
             kept.append(item)
     files = [item for item in todo if item.kind != "dir"]
+    for item in files:
+        if item.size == UNKNOWN:
+            measure(item)
     # Identical content, but the mode or times asked for differ: fix those in place.
     retouch = [item for item in kept if item.kind != "link" and copier.metadata_differs(item)]
     unchanged = len(kept)
@@ -222,17 +229,31 @@ def _one(src: str, dest: str, follow: bool) -> Item:
 
 
 def _tree(src: str, dest: str, exclude: list[str], follow: bool) -> list[Item]:
+    """A folder's entries, planned from the listings alone: an unchanged file needs no stat
+    (its comparison reads it anyway), one to copy is measured once it is known to be."""
     items = [Item("dir", dest, src)]
     head = os.path.join(dest, "")  # the relative paths are joined by concatenation: one per entry
-    for entry in walk_all(["**"], src, exclude, hidden=True, follow_symlinks=follow):
+    for entry in walk_all(["**"], src, exclude, hidden=True, follow_symlinks=follow, stat=False):
         target = head + entry.relative
         if entry.is_dir:
-            items.append(Item("dir", target, entry.path, 0, entry.mode))
+            items.append(Item("dir", target, entry.path))
         elif entry.is_link and not follow:
             items.append(Item("link", target, entry.path))
         elif entry.is_file:
-            items.append(Item("file", target, entry.path, entry.size, entry.mode))
+            items.append(Item("file", target, entry.path, UNKNOWN))
     return items
+
+
+def measure(item: Item) -> None:
+    """Set the size and mode of a file planned without them (its stat, through links)."""
+    assert item.src is not None
+    try:
+        info = os.stat(item.src)
+    except OSError as exc:
+        raise os_error(exc, "read", item.src) from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise HandlerError(f"source {item.src} is not a regular file, a folder or a link")
+    item.size, item.mode = info.st_size, info.st_mode
 
 
 def _ordered(items: list[Item], top: str) -> list[Item]:
@@ -296,7 +317,7 @@ class Copier:
                 assert item.text is not None
                 return _holds(item.dest, item.text)
             assert item.src is not None
-            return _same_bytes(item.src, item.dest, item.size)
+            return _same_bytes(item.src, item.dest)
         except OSError:
             return False
 
@@ -440,7 +461,9 @@ class Copier:
         """A new folder's mode: the source folder's (less the umask unless preserved), as cp does."""
         if item.src is None:
             return 0o777 & ~self.umask
-        mode = stat.S_IMODE(item.mode or os.stat(item.src).st_mode)
+        if not item.mode:
+            item.mode = os.stat(item.src).st_mode
+        mode = stat.S_IMODE(item.mode)
         return mode if "mode" in self.keep else mode & ~self.umask
 
     def metadata_differs(self, item: Item) -> bool:
@@ -566,22 +589,22 @@ def _holds(path: str, data: bytes) -> bool:
         os.close(handle)
 
 
-def _same_bytes(a: str, b: str, size: int) -> bool:
-    """Whether files ``a`` (of ``size`` bytes, as planned) and ``b`` hold the same bytes.
+def _same_bytes(a: str, b: str) -> bool:
+    """Whether files ``a`` and ``b`` hold the same bytes.
 
-    A small file is read whole in one call each, asking for one byte more: a longer ``b``
-    shows itself, so the sizes need no separate look-up. A big one is compared by size
-    first, then chunk by chunk.
+    A small ``a`` is read whole in one call: a regular file's read returns fewer bytes than
+    asked only at its end (POSIX). ``b`` is then asked for one byte more than ``a`` holds,
+    so a longer ``b`` shows itself: the sizes need no look-up of their own. Bigger files
+    are compared by size first (fstat), then chunk by chunk.
     """
     first = os.open(a, os.O_RDONLY | os.O_CLOEXEC)
     try:
         second = _open_to_compare(b)
         try:
-            if size < SMALL_FILE:
-                data = os.read(first, size + 1)
-                if len(data) == size:
-                    return os.read(second, size + 1) == data
-            elif os.fstat(second).st_size != size:
+            data = os.read(first, COMPARE_READ)
+            if len(data) < COMPARE_READ:
+                return os.read(second, len(data) + 1) == data
+            if os.fstat(first).st_size != os.fstat(second).st_size:
                 return False
             return _same_chunks(first, second)
         finally:
