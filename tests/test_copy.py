@@ -268,11 +268,16 @@ def test_a_crowded_destination_folder_is_judged_file_by_file(tmp_path):
         "new.txt": b"not there yet\n",
         "empty.txt": b"",
         "big.bin": random.Random(5).randbytes(2 * MiB),  # compared chunk by chunk
+        "big-longer.bin": random.Random(6).randbytes(MiB),  # the destination has more
+        "64k.bin": random.Random(7).randbytes(64 * 1024),  # the size of the first read exactly
+        "64k-longer.bin": random.Random(8).randbytes(64 * 1024),  # and one byte more
     }
     for name, data in sources.items():
         (src / "many" / name).write_bytes(data)
-    for name in [n for n in sources if n.startswith("same")] + ["empty.txt", "big.bin"]:
+    for name in [n for n in sources if n.startswith("same")] + ["empty.txt", "big.bin", "64k.bin"]:
         shutil.copyfile(src / "many" / name, out / "many" / name)
+    (out / "many" / "big-longer.bin").write_bytes(sources["big-longer.bin"] + b"tail")
+    (out / "many" / "64k-longer.bin").write_bytes(sources["64k-longer.bin"] + b"+")
     (out / "many" / "longer.txt").write_bytes(b"abcXYZ")
     (out / "many" / "shorter.txt").write_bytes(b"abc")
     (out / "many" / "flipped.txt").write_bytes(b"0123456X89")
@@ -285,6 +290,7 @@ def test_a_crowded_destination_folder_is_judged_file_by_file(tmp_path):
     assert run.returncode == 0, run.stderr
     result = run.step("c")["result"]
     rewritten = {"longer.txt", "shorter.txt", "flipped.txt", "linked.txt", "new.txt"}
+    rewritten |= {"big-longer.bin", "64k-longer.bin"}
     assert sorted(result["files"]) == sorted(str(out / "many" / n) for n in rewritten)
     assert result["unchanged"] == len(sources) - len(rewritten)
     for name, data in sources.items():
