@@ -22,9 +22,11 @@ from typing import Any
 from runner.errors import HandlerError
 
 CHUNK = 1024 * 1024
-# Hashing reads 256 KiB at a time: a buffer that stays in the CPU's L2 cache hashes about
-# 40% faster than a 1 MiB one (measured on this project's machines with hashlib's SHA-256).
-HASH_CHUNK = 256 * 1024
+# Hashing reads 128 KiB at a time: the buffer and the page-cache pages copied into it stay
+# in the CPU's L2 cache (512 KiB a core here). Measured with hashlib's SHA-256 of a cached
+# 1 GiB file: 1.0 s with 128 KiB reads, 1.4-1.5 s with 256 KiB ones (the copy into the
+# buffer alone: 0.17 s against 0.5-0.75 s), and a 1 MiB buffer slower still.
+HASH_CHUNK = 128 * 1024
 ALGORITHMS = ("md5", "sha1", "sha256", "sha512", "blake2b", "sha3_256")
 
 
@@ -232,7 +234,7 @@ def _read_ahead(handle: Any, depth: int = 8) -> Iterator[memoryview]:
     full: queue.SimpleQueue[tuple[bytearray, int] | BaseException] = queue.SimpleQueue()
     stop = threading.Event()
     for _ in range(depth):
-        free.put(bytearray(2 * HASH_CHUNK))
+        free.put(bytearray(HASH_CHUNK))
 
     def read() -> None:
         try:
