@@ -7,9 +7,10 @@ fixed leading part. Parent folders are created. Each file is written to a tempor
 file beside its destination and renamed into place, so an interrupted run never leaves
 a half-written file (the data is not fsync'ed, as ``cp`` does not). By default
 (``overwrite: changed``) a destination with the same size and content is left alone and
-the step reports ``changed: false``. A new file gets the source's mode less the umask
-(as with ``cp``), a replaced one keeps its mode, unless ``mode`` or ``preserve`` say
-otherwise. Symbolic links are copied as links unless ``follow_symlinks: true``.
+the step reports ``changed: false``; reading it to compare leaves its access time as it
+was, where the file's owner may ask that (as ``rsync --open-noatime``). A new file gets
+the source's mode less the umask (as with ``cp``), a replaced one keeps its mode, unless
+``mode`` or ``preserve`` say otherwise. Symbolic links are copied as links unless ``follow_symlinks: true``.
 ``backup: true`` keeps a replaced file as ``dest.~N~``. Dot files are copied.
 Under ``--dry-run`` nothing is written: the step lists what it would copy.
 """
