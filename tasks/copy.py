@@ -10,9 +10,9 @@ a half-written file (the data is not fsync'ed, as ``cp`` does not). By default
 the step reports ``changed: false``; reading it to compare leaves its access time as it
 was, where the file's owner may ask that (as ``rsync --open-noatime``). A new file gets
 the source's mode less the umask (as with ``cp``), a replaced one keeps its mode, unless
-``mode`` or ``preserve`` say otherwise. Symbolic links are copied as links unless ``follow_symlinks: true``.
-``backup: true`` keeps a replaced file as ``dest.~N~``. Dot files are copied.
-Under ``--dry-run`` nothing is written: the step lists what it would copy.
+``mode`` or ``preserve`` say otherwise. Symbolic links are copied as links unless
+``follow_symlinks: true``. ``backup: true`` keeps a replaced file as ``dest.~N~``. Dot
+files are copied. Under ``--dry-run`` nothing is written: the step lists what it would copy.
 """
 
 from __future__ import annotations
