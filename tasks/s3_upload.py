@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import mimetypes
 import os
 import threading
 import time
@@ -54,6 +53,7 @@ from runner.errors import HandlerError
 from runner.schema import SIZE, string_or_list
 from runner.units import parse_size
 from tasks import _s3
+from tasks._cloud import as_list, content_type, folder_prefix, in_pool
 from tasks._files import HASH_CHUNK, file_digest, os_error
 from tasks._walk import has_magic, walk_all
 
@@ -203,7 +203,7 @@ def plan(args: dict[str, Any], cwd: str) -> tuple[list[Item], str, bool]:
     """(files with their keys sorted by key, the prefix to list, whether it is a single file)."""
     src_text = args["src"]
     prefix = folder_prefix(args.get("prefix") or "")
-    exclude = _list(args.get("exclude"))
+    exclude = as_list(args.get("exclude"))
     found: dict[str, Item] = {}
     if has_magic(src_text):
         if args.get("key"):
@@ -238,17 +238,6 @@ def plan(args: dict[str, Any], cwd: str) -> tuple[list[Item], str, bool]:
     item = Item(src, key, info.st_size)
     _check_key(item)
     return [item], key, True
-
-
-def folder_prefix(prefix: str) -> str:
-    prefix = prefix.lstrip("/")
-    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
-
-
-def _list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
 
 
 def _add_tree(found: dict[str, Item], folder: str, prefix: str, exclude: list[str]) -> None:
@@ -623,61 +612,6 @@ class _Progress:
 
     def on_done(self, **_: Any) -> None:
         pass
-
-
-def in_pool(
-    items: list[Item], work: Callable[[Item], None], workers: int, cancelled: Callable[[], bool]
-) -> None:
-    """``work`` on every item, ``workers`` threads taking the next item in turn.
-
-    The first failure stops the taking of new items and is raised once the running ones end.
-    """
-    pending = iter(items)
-    take = threading.Lock()
-    failures: list[BaseException] = []
-
-    def worker() -> None:
-        while not failures and not cancelled():
-            with take:
-                item = next(pending, None)
-            if item is None:
-                return
-            try:
-                work(item)
-            except BaseException as exc:
-                failures.append(exc)
-                return
-
-    count = min(workers, len(items))
-    if count <= 1:
-        worker()
-    else:
-        threads = [threading.Thread(target=worker, name=f"s3-upload-{n}", daemon=True) for n in range(count)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    if failures:
-        raise failures[0]
-    if cancelled():
-        raise HandlerError("cancelled")
-
-
-def content_type(key: str) -> str:
-    """The MIME type for a file name; compressed files are what they are (no Content-Encoding)."""
-    kind, encoding = mimetypes.guess_type(key, strict=False)
-    if encoding:
-        return _COMPRESSED.get(encoding, "application/octet-stream")
-    return kind or "application/octet-stream"
-
-
-_COMPRESSED = {
-    "gzip": "application/gzip",
-    "bzip2": "application/x-bzip2",
-    "xz": "application/x-xz",
-    "compress": "application/x-compress",
-    "br": "application/x-brotli",
-}
 
 
 def _sha256_of_handle(handle: Any) -> bytes:
