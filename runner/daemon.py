@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import PlaybookError, RunbookError, UsageError
-from runner.events import now_iso
+from runner.events import epoch_of, now_iso
 from runner.history import History
 from runner.masking import SECRETS
 from runner.playbook import Playbook, load_playbook
@@ -234,7 +234,7 @@ class Daemon:
                 break
             entry.consecutive_failures += 1
         if entry.playbook.catch_up and finished:
-            last = _epoch(finished[0]["started"])
+            last = epoch_of(finished[0]["started"])
             if last is not None and entry.schedule.missed_since(last):
                 self.log(
                     "catch_up", f"{entry.name}: a run was missed while the scheduler was down: running it now"
@@ -533,12 +533,3 @@ def _iso(epoch: float) -> str:
     from datetime import datetime
 
     return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
-
-
-def _epoch(iso: str | None) -> float | None:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(iso).timestamp() if iso else None
-    except ValueError:
-        return None

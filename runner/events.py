@@ -35,6 +35,14 @@ def now_iso() -> str:
     return datetime.now().astimezone().isoformat(timespec="milliseconds")
 
 
+def epoch_of(iso: str | None) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time (as ``now_iso`` writes), or None."""
+    try:
+        return datetime.fromisoformat(iso).timestamp() if iso else None
+    except ValueError:
+        return None
+
+
 class EventBus:
     """Fans events out to sinks, one event at a time."""
 

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from runner.errors import UsageError
+from runner.events import epoch_of
 from runner.history import History
 from runner.units import format_duration
 
@@ -244,7 +245,7 @@ def timeline(playbooks: list[str], runs: list[dict[str, Any]], now: float | None
         y = index * row
         parts.append(f'<text x="0" y="{y + 15}">{html.escape(name[:28])}</text>')
         for run in runs:
-            began = _epoch(run["started"])
+            began = epoch_of(run["started"])
             if run["playbook"] != name or began is None or began < start:
                 continue
             x = label_width + width * (began - start) / (TIMELINE_HOURS * 3600)
@@ -261,10 +262,3 @@ def timeline(playbooks: list[str], runs: list[dict[str, Any]], now: float | None
         f'<svg id="timeline" width="{label_width + width + 20}" height="{height}" role="img"'
         f' aria-label="runs of the last {TIMELINE_HOURS} hours">{"".join(parts)}</svg>'
     )
-
-
-def _epoch(iso: str | None) -> float | None:
-    try:
-        return datetime.fromisoformat(iso).timestamp() if iso else None
-    except ValueError:
-        return None
