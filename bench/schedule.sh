@@ -38,7 +38,7 @@ log_path = os.path.join(work, "daemon.log")
 with open(log_path, "w") as log:
     daemon = subprocess.Popen([runbook, "schedule", *files, "--log-format", "json", "--grace", "30"],
                               stderr=log, stdout=subprocess.DEVNULL, env=env, cwd=work)
-peak = {"daemon": 0, "forkserver": 0}
+peak = {"daemon": 0, "launcher": 0}
 stop = threading.Event()
 
 
@@ -48,8 +48,8 @@ def sample():
         try:
             peak["daemon"] = max(peak["daemon"], proc.memory_info().rss)
             for child in proc.children():
-                if "forkserver" in " ".join(child.cmdline()):
-                    peak["forkserver"] = max(peak["forkserver"], child.memory_info().rss)
+                if "runner.launcher" in " ".join(child.cmdline()):
+                    peak['launcher'] = max(peak['launcher'], child.memory_info().rss)
         except psutil.Error:
             pass
 
@@ -58,6 +58,16 @@ sampler = threading.Thread(target=sample, daemon=True)
 sampler.start()
 cpu_before = psutil.cpu_times()
 time.sleep(seconds)
+own_cpu = {}
+try:  # CPU seconds of the daemon and of the launcher (the runs' CPU is the rest)
+    for name, proc in [("daemon", psutil.Process(daemon.pid)), *[("launcher", c) for c in psutil.Process(daemon.pid).children()
+                                                                 if "runner.launcher" in " ".join(c.cmdline())]]:
+        times = proc.cpu_times()
+        own_cpu[name] = times.user + times.system
+        if name == "launcher":  # the runs it forked and reaped
+            own_cpu["runs"] = times.children_user + times.children_system
+except psutil.Error:
+    pass
 daemon.send_signal(signal.SIGTERM)
 code = daemon.wait(120)
 stop.set()
@@ -83,10 +93,13 @@ print(f"{count} playbooks every 1 second for {seconds:.0f} s (daemon exit {code}
 print(f"  due runs:     {len(started) + len(skipped)} (started {len(started)}, skipped {len(skipped)})")
 print(f"  drift:        median {statistics.median(drifts):.1f} ms, p99 {pct(drifts, 0.99):.1f} ms,"
       f" max {drifts[-1]:.1f} ms")
-print(f"  peak RSS:     daemon {peak['daemon'] / 2**20:.0f} MB, fork server {peak['forkserver'] / 2**20:.0f} MB")
+print(f"  peak RSS:     daemon {peak['daemon'] / 2**20:.0f} MB, launcher {peak['launcher'] / 2**20:.0f} MB")
 print(f"  history:      {rows}")
 lost = len(started) - recorded
 print(f"  lost runs:    {lost} (started {len(started)}, finished rows {recorded},"
       f" skipped rows {rows.get('skipped', 0)} vs {len(skipped)} logged, running rows {rows.get('running', 0)})")
 print(f"  machine CPU:  {busy / seconds:.2f} cores busy on average ({psutil.cpu_count()} cores)")
+runs = max(1, len(started))
+per_run = {name: f"{value / runs * 1000:.1f} ms" for name, value in own_cpu.items()}
+print(f"  CPU per run:  {busy / runs * 1000:.1f} ms machine-wide (other work included); {per_run}")
 PYEOF

@@ -1,17 +1,18 @@
 """``runbook schedule``: run playbooks on their schedules until stopped (SPEC §7).
 
 One loop in the main thread starts runs when they come due, waits for them, and
-handles signals; nothing else decides. Each run is a child process running
-``runbook play`` (trigger ``schedule``), so a crash or a hang in a run cannot stop the
-daemon. Children are forked by a fork server (``multiprocessing``'s ``forkserver``)
-that has runbook's modules loaded already: a run starts in milliseconds, not in the
-half second a new interpreter takes, and is forked from a process with one thread
-(forking the daemon itself, which serves HTTP from threads, could copy a held lock).
+handles signals; nothing else decides. Each run is a process of its own (trigger
+``schedule``), so a crash or a hang in a run cannot stop the daemon. Runs are forked by
+the launcher (``runner.launcher``), a process that holds runbook and the playbooks
+loaded: a run starts in a millisecond or two, not in the half second a new interpreter
+takes.
 
-Every run is recorded: the child writes its own history (the daemon chose its run id);
-if a child dies without finishing its row (SIGKILL, a crash), the daemon completes the
-row from the exit status; a run not started because the last one still runs
-(``overlap: skip``) is recorded as ``skipped``. A child still running well past its
+Every run is recorded: the run sends its history writes over a pipe
+(``runner.historypipe``) and one writer thread here commits them in batches; if a run
+dies without finishing its row (SIGKILL, a crash), the daemon completes the row from
+the exit status; a run not started because the last one still runs
+(``overlap: skip``) is recorded as ``skipped``. A run is logged as finished once its
+row is committed. A child still running well past its
 playbook's ``timeout`` (the run cancels itself at the timeout) is killed and recorded
 as failed.
 
@@ -25,9 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
 import os
 import random
+import selectors
 import signal
 import socket
 import sys
@@ -35,25 +36,31 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait as wait_for_ready
 from pathlib import Path
 from typing import Any
 
 from runner.errors import PlaybookError, RunbookError, UsageError
 from runner.events import epoch_of, now_iso
 from runner.history import History
+from runner.historypipe import HistoryWriter, RunPipe, open_run_pipe
+from runner.launcher import Launcher
 from runner.masking import SECRETS
 from runner.playbook import Playbook, load_playbook
 from runner.schedules import Schedule, ScheduleError, parse_schedule
 from runner.units import format_duration, parse_duration
 
-# Modules the fork server imports once, so that each run's process starts with them loaded.
-PRELOAD = ["runner.daemon", "runner.play", "runner.forkwarm", "runner.templating", "runner.reports"]
 KILL_AFTER = 10.0  # seconds between cancelling a run (SIGTERM) and killing it (SIGKILL)
 # A run cancels itself at its timeout and kills its steps' processes 5 s later; one still
 # there this long after the timeout is hung (stopped, or stuck in the kernel): it is killed.
 HUNG_AFTER = 10.0
 MAX_SLEEP = 1.0  # the loop wakes at least this often, so a lost wake-up costs at most this
+# A run's process has exited but something it started still holds its history pipe open:
+# what arrived is recorded, and the run counts as finished this long after the exit.
+PIPE_LINGER = 2.0
+# The history writes gathered by the loop go to the writer thread at most this often: each
+# hand-over wakes the thread, and the two then trade the interpreter's lock, which costs
+# the loop more than the writes do.
+HAND_OVER_EVERY = 0.2
 
 
 @dataclass
@@ -61,12 +68,18 @@ class Child:
     """One run in progress: its process and what the daemon knows of it."""
 
     run_id: str
-    process: Any  # a multiprocessing Process
+    pipe: RunPipe  # the history writes the run sends
     planned: float  # when the run was due (epoch seconds), jitter included
-    started: float  # when it was started
-    started_monotonic: float
-    deadline: float | None  # monotonic time past which it is killed
-    cancelled_at: float | None = None
+    due: float
+    asked: float  # monotonic time the launcher was asked to start it
+    deadline: float | None = None  # monotonic time past which it is killed
+    pid: int | None = None  # known once the launcher has forked it
+    exit_code: int | None = None  # minus the signal number if a signal ended it
+    exited_at: float | None = None  # monotonic
+    started_row: bool = False  # the run wrote its history row
+    final: dict[str, Any] | None = None  # how the run recorded its end
+    killed_for: str | None = None  # why the daemon killed it
+    orphan: bool = False  # its launcher died: no exit will be reported, the pipe's end tells
 
 
 @dataclass
@@ -77,6 +90,7 @@ class Entry:
     text: str
     playbook: Playbook
     schedule: Schedule
+    resolved: str = ""  # the absolute path, as the history records it
     jitter: float = 0.0
     timeout: float | None = None
     children: list[Child] = field(default_factory=list)
@@ -124,11 +138,13 @@ def load_entry(path: Path) -> Entry:
             f'{path}: the playbook has no schedule: (add one, such as schedule: "every 5 minutes")'
         )
     schedule = parse_schedule(playbook.schedule, playbook.timezone)
+    schedule.spread(playbook.name)
     return Entry(
         path=path,
         text=text,
         playbook=playbook,
         schedule=schedule,
+        resolved=str(path.resolve()),
         jitter=_seconds(playbook.jitter),
         timeout=_seconds(playbook.timeout) or None,
     )
@@ -141,17 +157,6 @@ def _seconds(value: Any) -> float:
         return parse_duration(value)
     except ValueError:
         return 0.0  # a templated value: rendered by the run itself, unknown to the daemon
-
-
-def run_child(path: str, text: str, run_id: str) -> None:
-    """The body of a run's process (in a child of the fork server)."""
-    os.setsid()  # its own session: a Ctrl-C meant for the daemon does not cancel it at once
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.dup2(devnull, 1)  # the history keeps the output; stderr stays the daemon's, for crashes
-    from runner.play import play_file
-
-    sys.exit(play_file(path, output="plain", trigger="schedule", run_id=run_id, text=text))
 
 
 class Logger:
@@ -191,12 +196,21 @@ class Daemon:
         self.stop_signal = ""
         self.reload_requested = False
         self.lock = threading.Lock()  # guards what the HTTP threads read: entries and their state
-        self.history = History()
+        self.history = History()  # read by this thread; written by ``writer``
         self.history.mark_interrupted()
+        self.writer: HistoryWriter | None = None
+        self.launcher: Launcher | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self.forks = multiprocessing.get_context("forkserver")
-        self.forks.set_forkserver_preload(PRELOAD)
+        # What the loop waits on: the wake-up pipe, the launcher, and each run's history pipe.
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._unstarted: dict[str, tuple[Entry, Child]] = {}  # by run id, until the launcher forks it
+        self._by_pid: dict[int, tuple[Entry, Child]] = {}  # forked, exit not reported yet
+        self._exited: list[tuple[Entry, Child]] = []  # exited (or orphaned), not yet finished here
+        self._outbox: list[Any] = []  # history writes and after-commit logs for the writer
+        self._handed_over = 0.0  # monotonic time of the last hand-over to the writer
+        self._soonest = 0.0  # the next time a run comes due (epoch seconds)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -278,6 +292,8 @@ class Daemon:
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> int:
+        self.writer = HistoryWriter()
+        self._start_launcher()
         self.log(
             "started",
             f"scheduler started with {len(self.entries)} playbook(s): "
@@ -292,6 +308,8 @@ class Daemon:
                 if self.reload_requested:
                     self.reload_requested = False
                     self.reload()
+                    self._send_playbooks()
+                    self._soonest = 0.0  # look at every schedule again
                 self._tick()
                 self._sleep(self._next_wake())
             self.log("stopping", f"{self.stop_signal}: no new runs; waiting for running ones")
@@ -299,22 +317,46 @@ class Daemon:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            self._flush(now=True)
+            self.writer.close()  # every write committed and every run logged before this returns
+            assert self.launcher is not None
+            self.launcher.close()
         self.log("stopped", "scheduler stopped")
         return 0
 
+    def _start_launcher(self) -> None:
+        self.launcher = Launcher()
+        self.selector.register(self.launcher, selectors.EVENT_READ, "launcher")
+        self._send_playbooks()
+
+    def _send_playbooks(self) -> None:
+        assert self.launcher is not None
+        self.launcher.load([(entry.resolved, entry.text) for entry in self.entries])
+
     def _tick(self) -> None:
         now = time.time()
+        if now >= self._soonest:
+            self._start_due(now)
+        self._collect()
+        self._enforce_deadlines()
+        self._flush()
+
+    def _start_due(self, now: float) -> None:
+        """Start (or queue, or skip) the runs due by ``now``; note when the next one is."""
+        soonest = now + MAX_SLEEP
         for entry in self.entries:
             if entry.schedule.next_run <= now:
                 planned = entry.schedule.next_run
                 entry.schedule.advance()
                 offset = random.uniform(0, entry.jitter) if entry.jitter else 0.0
                 entry.launch_at.append((planned + offset, planned))
-            for launch in [pair for pair in entry.launch_at if pair[0] <= now]:
-                entry.launch_at.remove(launch)
-                self._due(entry, *launch)
-        self._reap()
-        self._enforce_deadlines()
+            if entry.launch_at:
+                for launch in [pair for pair in entry.launch_at if pair[0] <= now]:
+                    entry.launch_at.remove(launch)
+                    self._due(entry, *launch)
+                soonest = min([soonest, *(launch for launch, _ in entry.launch_at)])
+            soonest = min(soonest, entry.schedule.next_run)
+        self._soonest = soonest
 
     def _due(self, entry: Entry, planned: float, due: float) -> None:
         """A run came due: start it, or queue or skip it when the last one still runs."""
@@ -327,7 +369,15 @@ class Daemon:
                 return
             run_id = _new_run_id()
             reason = f"due while run {entry.children[0].run_id} still runs (overlap: {entry.overlap})"
-            self.history.record_skip(run_id, entry.name, str(entry.path.resolve()), reason)
+            self._write(
+                "record_skip",
+                run_id=run_id,
+                playbook=entry.name,
+                path=entry.resolved,
+                reason=reason,
+                started=now_iso(),
+                started_at=time.time(),
+            )
             self.log(
                 "skipped", f"{entry.name}: run {run_id} skipped: {reason}", playbook=entry.name, run_id=run_id
             )
@@ -335,117 +385,202 @@ class Daemon:
         self._start(entry, planned, due)
 
     def _start(self, entry: Entry, planned: float, due: float | None = None) -> None:
-        """Start a run planned for ``planned`` (its ``due`` time plus any jitter)."""
+        """Ask the launcher for a run planned for ``planned`` (its ``due`` time plus any jitter);
+        it is logged as started when the launcher has forked it."""
+        assert self.launcher is not None
         run_id = _new_run_id()
-        process = self.forks.Process(
-            target=run_child,
-            args=(str(entry.path.resolve()), entry.text, run_id),
-            name=f"runbook {entry.name}",
-        )
-        process.start()
-        now = time.time()
-        deadline = time.monotonic() + entry.timeout + HUNG_AFTER if entry.timeout else None
-        entry.children.append(Child(run_id, process, planned, now, time.monotonic(), deadline))
-        self.log(
-            "run_started",
-            f"{entry.name}: run {run_id} started (pid {process.pid}, {1000 * (now - planned):.0f} ms late)",
-            playbook=entry.name,
-            run_id=run_id,
-            pid=process.pid,
-            planned=planned,
-            due=planned if due is None else due,
-            started=now,
-            drift=now - planned,
-        )
+        pipe, history_fd = open_run_pipe()
+        try:
+            self.launcher.run(run_id, entry.resolved, entry.text, history_fd)
+        finally:
+            os.close(history_fd)
+        child = Child(run_id, pipe, planned, planned if due is None else due, time.monotonic())
+        if entry.timeout:
+            child.deadline = child.asked + entry.timeout + HUNG_AFTER
+        entry.children.append(child)
+        self._unstarted[run_id] = (entry, child)
+        self.selector.register(pipe.fd, selectors.EVENT_READ, (entry, child))
 
-    def _reap(self) -> None:
-        for entry in self.entries:
-            for child in list(entry.children):
-                if child.process.exitcode is None:
-                    continue
-                child.process.join()
+    def _from_launcher(self) -> None:
+        """Forks and exits the launcher reports."""
+        assert self.launcher is not None
+        for message in self.launcher.read():
+            if message.get("op") == "started" and message.get("run_id") in self._unstarted:
+                entry, child = self._unstarted.pop(message["run_id"])
+                child.pid = message["pid"]
+                self._by_pid[child.pid] = (entry, child)
+                self._log_started(entry, child)
+            elif message.get("op") == "exited" and message.get("pid") in self._by_pid:
+                entry, child = self._by_pid.pop(message["pid"])
+                child.exit_code, child.exited_at = message["code"], time.monotonic()
+                self._exited.append((entry, child))
+        if self.launcher.closed and not self.stopping:
+            self._restart_launcher()
+
+    def _collect(self) -> None:
+        """Finish the runs that ended: exited, and everything they sent read."""
+        for entry, child in list(self._exited):
+            if not child.pipe.eof:
+                self._read_pipe(entry, child)
+            if child.pipe.eof or (
+                child.exit_code is not None and time.monotonic() - (child.exited_at or 0.0) > PIPE_LINGER
+            ):
+                self._exited.remove((entry, child))
+                self._forget_pipe(child)
                 entry.children.remove(child)
                 self._finished(entry, child)
-            if entry.queued is not None and not entry.children and not self.stopping:
-                planned, entry.queued = entry.queued, None
-                self._start(entry, planned)
+                if entry.queued is not None and not entry.children and not self.stopping:
+                    planned, entry.queued = entry.queued, None
+                    self._start(entry, planned)
 
-    def _finished(self, entry: Entry, child: Child, killed_for: str | None = None) -> None:
-        code = child.process.exitcode
-        duration = time.monotonic() - child.started_monotonic
-        if code is not None and code < 0:
-            try:
-                signame = signal.Signals(-code).name
-            except ValueError:
-                signame = f"signal {-code}"
-            status = "failed" if killed_for else "interrupted"
-            error = killed_for or f"the run's process was killed by {signame}"
-            self._complete(entry, child, status, None, duration, error)
-        else:
-            self._complete(entry, child, None, code, duration, None)
-
-    def _complete(
-        self,
-        entry: Entry,
-        child: Child,
-        status: str | None,
-        code: int | None,
-        duration: float,
-        error: str | None,
-    ) -> None:
-        """Record how a run ended; the child's own row wins when it finished it."""
-        path = str(entry.path.resolve())
-        if status is not None:  # the process died: finish its row (or write one, if it never did)
-            self.history.start_run(child.run_id, entry.name, path, "schedule", pid=0)
-            self.history.finish_run(child.run_id, status, None, duration, error, only_if_running=True)
-        elif code == 2 and not self.history.runs_by_id([child.run_id]):
-            self.history.start_run(child.run_id, entry.name, path, "schedule", pid=0)
-            error = "the playbook did not load (see the scheduler's log)"
-            self.history.finish_run(child.run_id, "failed", code, duration, error)
-        rows = self.history.runs_by_id([child.run_id])
-        final = rows[0]["status"] if rows else (status or "failed")
-        entry.last_status, entry.last_duration, entry.last_run_id = final, duration, child.run_id
-        entry.consecutive_failures = 0 if final == "ok" else entry.consecutive_failures + 1
+    def _log_started(self, entry: Entry, child: Child) -> None:
+        now = time.time()
         self.log(
-            "run_finished",
-            f"{entry.name}: run {child.run_id} {final} in {format_duration(duration)}"
-            + (f" (exit {code})" if code is not None else "")
-            + (f": {error}" if error else ""),
+            "run_started",
+            f"{entry.name}: run {child.run_id} started"
+            f" (pid {child.pid}, {1000 * (now - child.planned):.0f} ms late)",
             playbook=entry.name,
             run_id=child.run_id,
-            status=final,
-            exit_code=code,
-            duration=duration,
+            pid=child.pid,
+            planned=child.planned,
+            due=child.due,
+            started=now,
+            drift=now - child.planned,
         )
+
+    def _read_pipe(self, entry: Entry, child: Child) -> None:
+        for method, arguments in child.pipe.read():
+            if arguments.get("run_id") != child.run_id:
+                continue  # a run writes its own rows only
+            if method == "start_run":
+                child.started_row = True
+            elif method == "finish_run":
+                child.final = arguments
+            self._write(method, **arguments)
+        if child.pipe.eof:
+            self._forget_pipe(child)
+
+    def _forget_pipe(self, child: Child) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(child.pipe.fd)
+        child.pipe.close()
+
+    def _restart_launcher(self) -> None:
+        """The launcher died (killed, out of memory): start another. Runs it had started go on
+        and record themselves (the end of their pipe tells when they end); those it had not
+        started are recorded as failed."""
+        self.log("launcher_restarted", "the launcher process ended: starting a new one")
+        for entry, child in self._unstarted.values():
+            child.exit_code, child.exited_at = 70, time.monotonic()
+            child.killed_for = "not started: the launcher process ended"
+            self._exited.append((entry, child))
+        for entry, child in self._by_pid.values():
+            child.orphan = True
+            self._exited.append((entry, child))
+        self._unstarted, self._by_pid = {}, {}
+        assert self.launcher is not None
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(self.launcher)
+        self.launcher.close(timeout=1.0)
+        self._start_launcher()
+
+    def _finished(self, entry: Entry, child: Child) -> None:
+        code = child.exit_code
+        duration = time.monotonic() - child.asked
+        error = child.killed_for
+        if child.final is not None:  # the run recorded its own end
+            final = child.final["status"]
+        else:
+            final = "failed"
+            if code is None or code < 0:
+                if code is None:
+                    reason = "the run's process ended without finishing its record (its launcher died)"
+                else:
+                    try:
+                        signame = signal.Signals(-code).name
+                    except ValueError:
+                        signame = f"signal {-code}"
+                    reason = f"the run's process was killed by {signame}"
+                final = "failed" if child.killed_for else "interrupted"
+                error = error or reason
+            elif not child.started_row:
+                error = error or "the playbook did not load (see the scheduler's log)"
+            else:
+                error = error or f"the run's process ended (exit {code}) without finishing its record"
+            self._write(
+                "start_run",
+                run_id=child.run_id,
+                playbook=entry.name,
+                path=entry.resolved,
+                trigger="schedule",
+                pid=0,
+            )
+            self._write(
+                "finish_run",
+                run_id=child.run_id,
+                status=final,
+                exit_code=None if code is None or code < 0 else code,
+                duration=duration,
+                error=error,
+                only_if_running=True,
+                ended=now_iso(),
+            )
+        with self.lock:
+            entry.last_status, entry.last_duration, entry.last_run_id = final, duration, child.run_id
+            entry.consecutive_failures = 0 if final == "ok" else entry.consecutive_failures + 1
+        shown = code if code is not None and code >= 0 else None
+        message = (
+            f"{entry.name}: run {child.run_id} {final} in {format_duration(duration)}"
+            + (f" (exit {shown})" if shown is not None else "")
+            + (f": {error}" if error else "")
+        )
+        fields = {
+            "playbook": entry.name, "run_id": child.run_id, "status": final,
+            "exit_code": shown, "duration": duration,
+        }  # fmt: skip
+        self._outbox.append(lambda: self.log("run_finished", message, **fields))
+
+    def _write(self, method: str, **arguments: Any) -> None:
+        self._outbox.append((method, arguments))
+
+    def _flush(self, now: bool = False) -> None:
+        """Hand the writes gathered so far to the writer, in one piece (at most every
+        ``HAND_OVER_EVERY`` seconds, unless ``now``)."""
+        if not self._outbox or self.writer is None:
+            return
+        if now or time.monotonic() - self._handed_over >= HAND_OVER_EVERY:
+            self.writer.submit(self._outbox)
+            self._outbox = []
+            self._handed_over = time.monotonic()
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
-        for entry in self.entries:
-            for child in list(entry.children):
-                if child.deadline is not None and now >= child.deadline and child.process.exitcode is None:
-                    _kill_group(child.process.pid, signal.SIGKILL)
-                    child.process.join(5)
-                    entry.children.remove(child)
-                    took, limit = (
-                        format_duration(now - child.started_monotonic),
-                        format_duration(entry.timeout or 0),
-                    )
-                    reason = f"killed: still running {took} after it started (timeout {limit})"
-                    self._finished(entry, child, killed_for=reason)
+        for entry, child in [*self._by_pid.values(), *self._unstarted.values()]:  # not exited yet
+            if child.deadline is not None and now >= child.deadline:
+                child.deadline = None
+                took, limit = format_duration(now - child.asked), format_duration(entry.timeout or 0)
+                child.killed_for = f"killed: still running {took} after it started (timeout {limit})"
+                _kill_group(child.pid, signal.SIGKILL)
 
     def _next_wake(self) -> float:
-        now = time.time()
-        times = [entry.schedule.next_run for entry in self.entries]
-        times += [launch for entry in self.entries for launch, _ in entry.launch_at]
-        soonest = min(times, default=now + MAX_SLEEP)
-        return max(0.0, min(MAX_SLEEP, soonest - now))
+        wake = max(0.0, min(MAX_SLEEP, self._soonest - time.time()))
+        if self._outbox:  # writes waiting for their hand-over
+            wake = min(wake, max(0.0, self._handed_over + HAND_OVER_EVERY - time.monotonic()))
+        return wake
 
     def _sleep(self, seconds: float) -> None:
-        """Wait until the time passes, a child ends, or a signal arrives."""
-        sentinels = [c.process.sentinel for e in self.entries for c in e.children]
-        ready = wait_for_ready([self._wake_r, *sentinels], timeout=seconds)
-        if self._wake_r in ready:
-            os.read(self._wake_r, 4096)
+        """Wait until the time passes, a run sends something or ends, or a signal arrives;
+        take in what arrived."""
+        if self._exited:
+            seconds = min(seconds, 0.1)  # a run lingering on its pipe: look again soon
+        for key, _ in self.selector.select(seconds):
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+            elif key.data == "launcher":
+                self._from_launcher()
+            else:
+                self._read_pipe(*key.data)
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -480,20 +615,29 @@ class Daemon:
         if self.running():
             self.log("cancelling", f"grace period over: cancelling {len(self.running())} run(s)")
             for _, child in self.running():
-                _kill_group(child.process.pid, signal.SIGTERM)
+                _kill_group(child.pid, signal.SIGTERM)
             self._wait_children(KILL_AFTER)
-        for entry, child in self.running():
-            _kill_group(child.process.pid, signal.SIGKILL)
-            child.process.join(5)
+        if self.running():
+            for _, child in self.running():
+                child.killed_for = "killed: still running when the scheduler stopped"
+                _kill_group(child.pid, signal.SIGKILL)
+            self._wait_children(5.0)
+        for entry, child in self.running():  # not even a kill was reported: recorded as it stands
+            child.exit_code = -signal.SIGKILL if child.exit_code is None else child.exit_code
+            self._read_pipe(entry, child)
+            self._forget_pipe(child)
             entry.children.remove(child)
-            self._finished(entry, child, killed_for="killed: still running when the scheduler stopped")
+            self._finished(entry, child)
 
     def _wait_children(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while self.running() and time.monotonic() < deadline:
-            self._reap()
-            self._sleep(min(MAX_SLEEP, max(0.0, deadline - time.monotonic())))
-        self._reap()
+            self._collect()
+            self._flush()
+            if self.running():
+                self._sleep(min(MAX_SLEEP, HAND_OVER_EVERY, max(0.0, deadline - time.monotonic())))
+        self._collect()
+        self._flush(now=True)
 
     # -- what the status page and /healthz read ----------------------------------------------
 
@@ -521,6 +665,16 @@ def _kill_group(pid: int | None, sig: int) -> None:
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _new_run_id() -> str:

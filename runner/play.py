@@ -24,7 +24,7 @@ from runner.events import EventBus, JsonPrinter, PlainPrinter, Recorder
 from runner.executor import Executor, RunOptions
 from runner.history import HistoryRecorder, open_history
 from runner.masking import SECRETS
-from runner.playbook import load_playbook
+from runner.playbook import Playbook, load_playbook
 
 
 def choose_output(output: str) -> str:
@@ -37,6 +37,22 @@ def play_file(
     file: str,
     cli_vars: Sequence[str] = (),
     vars_files: Sequence[str] = (),
+    text: str | None = None,
+    **options: Any,
+) -> int:
+    """Load one playbook file (or ``text``, its content read earlier) and run it; return
+    the exit code. ``options`` are ``play``'s."""
+    try:
+        playbook = load_playbook(file, cli_vars, vars_files, text)
+    except PlaybookError as exc:
+        for diagnostic in exc.diagnostics:
+            print(SECRETS.text(diagnostic.format()), file=sys.stderr)
+        return EXIT_INVALID
+    return play(playbook, **options)
+
+
+def play(
+    playbook: Playbook,
     dry_run: bool = False,
     tags: Sequence[str] = (),
     skip_tags: Sequence[str] = (),
@@ -48,28 +64,25 @@ def play_file(
     record: bool = True,
     trigger: str = "manual",
     run_id: str | None = None,
-    text: str | None = None,
+    history: Any = None,
 ) -> int:
-    """Run one playbook file; return the exit code.
+    """Run a loaded playbook; return the exit code.
 
-    ``record`` writes the run to the history (``--no-history`` turns it off); the
+    ``record`` writes the run to the history (``--no-history`` turns it off), or to
+    ``history`` when given (the scheduler's runs send their writes over a pipe); the
     scheduler passes ``trigger="schedule"`` and the ``run_id`` it chose, so it can
-    complete the run's row itself if the run's process dies, and the ``text`` of the
-    playbook as it was when the scheduler loaded it."""
-    try:
-        playbook = load_playbook(file, cli_vars, vars_files, text)
-    except PlaybookError as exc:
-        for diagnostic in exc.diagnostics:
-            print(SECRETS.text(diagnostic.format()), file=sys.stderr)
-        return EXIT_INVALID
+    complete the run's row itself if the run's process dies."""
     run_id = run_id or new_run_id()
     recorder = Recorder()
     sinks: list[Any] = [recorder]
-    history = open_history(find_interrupted=trigger != "schedule") if record else None
-    if history is not None:
+    if record and history is None:
+        history = open_history()
+    if record and history is not None:
         sinks.append(HistoryRecorder(history, vars_digest(playbook.vars)))
     mode = choose_output(output)
-    if mode == "json":
+    if mode == "none":  # the scheduler's runs: the history keeps everything
+        pass
+    elif mode == "json":
         sinks.append(JsonPrinter())
     elif mode == "pretty":
         from runner.console import LiveConsole

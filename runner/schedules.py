@@ -8,6 +8,12 @@ package's own ``run_pending`` loop is not used, since the daemon waits for child
 and signals as well as for time. Cron expressions use croniter. Both accept a time zone
 (the playbook's ``timezone:``, or a trailing IANA name in the phrase), else local time.
 
+Fixed intervals (``every 10 seconds``, ``every 2 hours``) keep to the phase of their
+first run, which is one interval after the daemon starts plus an offset fixed per
+playbook (``spread``, from a hash of its name, as Jenkins' ``H`` does): a hundred
+playbooks on the same interval start spread over it (at most a minute) instead of all
+at the same instant.
+
 Every problem is found when the schedule is parsed (at validation, and when the daemon
 starts or reloads), with a message that says what would be accepted; the package's own
 messages are not shown, since some of them are not formatted.
@@ -15,6 +21,8 @@ messages are not shown, since some of them are not formatted.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -24,6 +32,7 @@ from typing import Any
 from runner.errors import EXIT_INVALID, RunbookError
 
 UNITS = {"second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "week": "weeks"}
+SPREAD_WITHIN = 60.0  # seconds: the widest offset ``spread`` gives a fixed interval
 UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 AT_FORMATS = {
@@ -65,15 +74,32 @@ class Schedule:
     text: str
     timezone: str | None = None
     period: float = 0.0  # the longest gap between two runs, for catch_up
+    # A fixed interval ("every 10 seconds"): runs keep to the phase of the first one, so a
+    # late start does not push every later run back (the schedule package counts from now).
+    interval: float = 0.0
     job: Any = None  # a schedule.Job, for phrases
     cron: Any = None  # a croniter, for cron expressions
     _next: float = field(default=0.0, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.job is not None:
+            self._next = self._job_next()
+
     @property
     def next_run(self) -> float:
-        if self.job is not None:
-            return float(self.job.next_run.timestamp())  # naive local time, as the package keeps it
         return self._next
+
+    def _job_next(self) -> float:
+        return float(self.job.next_run.timestamp())  # naive local time, as the package keeps it
+
+    def spread(self, key: str) -> None:
+        """Move a fixed interval's runs by an offset within the interval (at most
+        ``SPREAD_WITHIN``) that ``key``, the playbook's name, fixes."""
+        if not self.interval or self.job is None:
+            return
+        fraction = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
+        self._next += fraction * min(self.interval, SPREAD_WITHIN)
+        self.job.next_run = datetime.fromtimestamp(self._next)
 
     def next_run_iso(self) -> str:
         when = datetime.fromtimestamp(self.next_run).astimezone(zone(self.timezone))
@@ -82,7 +108,12 @@ class Schedule:
     def advance(self) -> None:
         """Move on to the next run after now (runs missed meanwhile are not replayed)."""
         if self.job is not None:
+            planned = self.next_run
             self.job.run()  # the job's function does nothing; run() computes the next time
+            if self.interval:
+                passed = max(0, math.floor((time.time() - planned) / self.interval))
+                self.job.next_run = datetime.fromtimestamp(planned + (passed + 1) * self.interval)
+            self._next = self._job_next()
             return
         now = time.time()
         while self._next <= now:
@@ -195,7 +226,10 @@ def _phrase(text: str, timezone: str | None) -> Schedule:
         except (schedule.ScheduleError, ValueError) as exc:  # pytz missing or unknown zone
             raise ScheduleError(f"{text!r}: {exc}") from None
     job = job.do(_nothing)
-    return Schedule(text=text, timezone=timezone, period=float(period), job=job)
+    fixed = at is None and upto is None and unit in UNIT_SECONDS and job.start_day is None
+    return Schedule(
+        text=text, timezone=timezone, period=float(period), job=job, interval=float(period) if fixed else 0.0
+    )
 
 
 def _nothing() -> None:
