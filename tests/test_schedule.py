@@ -92,6 +92,35 @@ def test_phrases_become_schedule_jobs(phrase, period):
     assert time.time() < schedule.next_run <= time.time() + period + 1
 
 
+def test_fixed_intervals_keep_their_phase_after_a_late_start():
+    schedule = parse_schedule("every 10 seconds")
+    for late, next_after in ((2.5, 10), (25.0, 30)):  # late by less than, and by over two intervals
+        planned = time.time() - late
+        schedule._next = planned
+        schedule.job.next_run = datetime.fromtimestamp(planned)
+        schedule.advance()
+        assert schedule.next_run - planned == pytest.approx(next_after, abs=1e-3)
+
+
+def test_an_interval_gets_an_offset_fixed_by_the_playbook_name():
+    def offset(phrase: str, name: str) -> float:
+        schedule = parse_schedule(phrase)
+        before = schedule.next_run
+        schedule.spread(name)
+        return schedule.next_run - before
+
+    first, again, other = (
+        offset("every 10 seconds", "backup"),
+        offset("every 10 seconds", "backup"),
+        offset("every 10 seconds", "cleanup"),
+    )
+    assert 0 <= first < 10 and first == pytest.approx(again, abs=1e-6)
+    assert other != pytest.approx(first, abs=1e-6)
+    assert 0 <= offset("every 2 hours", "backup") < 60  # at most a minute, however long the interval
+    for fixed_times in ("every day at 02:30", "every 2 to 4 seconds", "every monday at 09:00"):
+        assert offset(fixed_times, "backup") == 0
+
+
 def test_a_daily_time_in_a_zone_lands_at_that_wall_clock_time():
     schedule = parse_schedule("every day at 02:30", "America/New_York")
     local = datetime.fromtimestamp(schedule.next_run).astimezone(ZoneInfo("America/New_York"))
@@ -367,3 +396,62 @@ def test_the_history_file_is_consistent_after_the_daemon(tmp_path):
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         running = conn.execute("SELECT COUNT(*) FROM runs WHERE status = 'running'").fetchone()
     assert running == (0,)
+
+
+def _launcher(daemon: Scheduler) -> psutil.Process:
+    children = psutil.Process(daemon.proc.pid).children()
+    return next(c for c in children if "runner.launcher" in " ".join(c.cmdline()))
+
+
+def test_a_run_records_itself_when_the_scheduler_is_killed(tmp_path):
+    body = "  - wait: 2s\n  - shell: 'echo done'\n"
+    orphan = playbook(tmp_path, "orphan", body, "every 1 hour", CATCH_UP)
+    _seed_old_scheduled_run("orphan", orphan, hours_ago=2)  # so catch_up starts a run at once
+    with Scheduler([orphan], cwd=tmp_path) as daemon:
+        started = daemon.first("run_started", 20)
+        run = psutil.Process(started["pid"])
+        daemon.proc.kill()  # no grace, no cleanup: the run's pipe to the scheduler breaks
+        daemon.proc.wait(10)
+        run.wait(20)  # it finishes on its own
+    report = json.loads(run_cli("show", started["run_id"], "--json").stdout)
+    assert report["run"]["status"] == "ok", report
+    assert [step["status"] for step in report["steps"]] == ["ok", "changed"]
+    assert report["steps"][1]["output"] == "done"
+
+
+def test_the_launcher_is_started_again_if_it_dies(tmp_path):
+    tick = playbook(tmp_path, "relaunched", "  - shell: 'true'\n")
+    with Scheduler([tick], cwd=tmp_path) as daemon:
+        daemon.wait_runs(1)
+        first = _launcher(daemon)
+        first.kill()
+        daemon.first("launcher_restarted", 20)
+        count = len(daemon.finished())
+        runs = daemon.wait_runs(count + 2)
+        assert _launcher(daemon).pid != first.pid
+        assert daemon.stop() == 0
+    assert [run["status"] for run in runs[-2:]] == ["ok", "ok"]
+    assert "running" not in {r["status"] for r in history_runs("--playbook", "relaunched")}
+
+
+def test_vars_files_are_read_at_start_and_on_sighup(tmp_path):
+    (tmp_path / "vars.yml").write_text("greeting: first\n")
+    greet = playbook(
+        tmp_path, "greet", "  - shell: 'echo {{ greeting }}'\n", extra="vars_files: [vars.yml]\n"
+    )
+
+    def outputs(runs: list[dict[str, Any]]) -> list[str]:
+        return [json.loads(run_cli("show", r["run_id"], "--json").stdout)["steps"][0]["output"] for r in runs]
+
+    with Scheduler([greet], cwd=tmp_path) as daemon:
+        daemon.wait_runs(1)
+        (tmp_path / "vars.yml").write_text("greeting: second\n")
+        count = len(daemon.finished())
+        before_reload = daemon.wait_runs(count + 2)[count:]
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.first("reloaded", 20)
+        count = len(daemon.finished())
+        after_reload = daemon.wait_runs(count + 2)[count + 1 :]  # the first may have started before
+        assert daemon.stop() == 0
+    assert outputs(before_reload) == ["first", "first"]
+    assert outputs(after_reload) == ["second"]
