@@ -410,15 +410,21 @@ class Daemon:
                 child.pid = message["pid"]
                 self._by_pid[child.pid] = (entry, child)
                 self._log_started(entry, child)
+            elif message.get("op") == "failed" and message.get("run_id") in self._unstarted:
+                entry, child = self._unstarted.pop(message["run_id"])
+                child.exit_code, child.exited_at = 70, time.monotonic()
+                child.killed_for = f"the run's process could not be started: {message.get('error')}"
+                self._exited.append((entry, child))
             elif message.get("op") == "exited" and message.get("pid") in self._by_pid:
                 entry, child = self._by_pid.pop(message["pid"])
                 child.exit_code, child.exited_at = message["code"], time.monotonic()
                 self._exited.append((entry, child))
-        if self.launcher.closed and not self.stopping:
-            self._restart_launcher()
 
     def _collect(self) -> None:
         """Finish the runs that ended: exited, and everything they sent read."""
+        assert self.launcher is not None
+        if self.launcher.closed and not self.stopping:
+            self._restart_launcher()
         for entry, child in list(self._exited):
             if not child.pipe.eof:
                 self._read_pipe(entry, child)

@@ -441,7 +441,7 @@ class HistoryRecorder:
                     event.get("duration"),
                     event.get("error"),
                 )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UsageError) as exc:
             self.failed = True
             sys.stderr.write(f"runbook: warning: this run is not recorded in {self.history.path}: {exc}\n")
 
@@ -481,7 +481,7 @@ class HistoryRecorder:
 
     def close(self) -> None:
         if not self.failed:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error, UsageError):
                 self.flush()
 
 

@@ -80,7 +80,7 @@ class HistoryPipe:
                 _write_all(self.fd, line.encode())
                 return
             except OSError:  # the scheduler is gone: record in the database directly
-                self._direct = History()
+                self._direct = History()  # a UsageError if it cannot: the recorder warns
                 if self._started is not None and method != "start_run":
                     self._direct.start_run(**self._started)
         getattr(self._direct, method)(**arguments)

@@ -16,7 +16,8 @@ a 4-byte length and a JSON object, with a file descriptor attached to ``run``:
 - ``{"op": "run", "run_id", "path", "text"}`` and the writing end of the run's history
   pipe: fork a run. A playbook not held (it failed to load here) is loaded by the run.
 
-The launcher answers with JSON lines: ``{"op": "started", "run_id", "pid"}`` and
+The launcher answers with JSON lines: ``{"op": "started", "run_id", "pid"}`` (or
+``{"op": "failed", "run_id", "error"}`` if it could not fork) and
 ``{"op": "exited", "pid", "code"}`` (the exit code, or minus the signal number).
 It exits when the scheduler closes the socket; runs still going carry on and record
 themselves (``runner.historypipe``).
@@ -38,6 +39,7 @@ import traceback
 from typing import Any
 
 HEADER = struct.Struct("!I")
+SEND_TIMEOUT = 10.0  # seconds
 # Imported before the first fork, so each run starts with them loaded.
 PRELOAD = ("runner.play", "runner.historypipe", "runner.templating", "runner.vault", "runner.schedules")
 
@@ -96,7 +98,9 @@ class Launcher:
     def _send(self, message: dict[str, Any], fd: int | None = None) -> None:
         body = json.dumps(message).encode()
         data = HEADER.pack(len(body)) + body
-        self.sock.setblocking(True)  # a request is small; the launcher reads them at once
+        # A request is small and the launcher reads them at once; one that cannot be sent in
+        # SEND_TIMEOUT means the launcher is stuck: it counts as gone (and is started again).
+        self.sock.settimeout(SEND_TIMEOUT)
         try:
             if fd is None:
                 self.sock.sendall(data)
@@ -146,9 +150,14 @@ def serve(sock: socket.socket) -> None:
             if message.get("op") == "playbooks":
                 playbooks = _load_all(message["files"])
             elif message.get("op") == "run" and fds:
-                pid = _fork_run(message, fds[0], playbooks, closing)
-                os.close(fds[0])
-                _answer(sock, {"op": "started", "run_id": message["run_id"], "pid": pid})
+                try:
+                    pid = _fork_run(message, fds[0], playbooks, closing)
+                except OSError as exc:  # no more processes or memory: this run fails, not the launcher
+                    _answer(sock, {"op": "failed", "run_id": message["run_id"], "error": str(exc)})
+                else:
+                    _answer(sock, {"op": "started", "run_id": message["run_id"], "pid": pid})
+                finally:
+                    os.close(fds[0])
         _reap(sock)
 
 
