@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The scheduler under load: N playbooks scheduled `every 1 second`, for SECONDS seconds.
 #
-#   bash bench/schedule.sh [PLAYBOOKS] [SECONDS]      (default 100 playbooks, 60 s)
+#   bash bench/schedule.sh [PLAYBOOKS] [SECONDS] [SCHEDULE]   (default 100 playbooks, 60 s)
+#
+# SCHEDULE (default "every 1 second") may be any schedule: "* * * * *" makes every playbook
+# due at the same instant each minute (a burst), the worst case for start-time drift.
 #
 # Each playbook runs one `shell: "true"` step. Reports, from the daemon's JSON log and the
 # history it leaves:
@@ -15,22 +18,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PLAYBOOKS="${1:-100}"
 SECONDS_TO_RUN="${2:-60}"
+SCHEDULE="${3:-every 1 second}"
 source bench/_setup.sh  # sets PY and RUNBOOK
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-"$PY" - "$WORK" "$RUNBOOK" "$PLAYBOOKS" "$SECONDS_TO_RUN" <<'PYEOF'
+"$PY" - "$WORK" "$RUNBOOK" "$PLAYBOOKS" "$SECONDS_TO_RUN" "$SCHEDULE" <<'PYEOF'
 import json, os, signal, sqlite3, statistics, subprocess, sys, threading, time
 
 import psutil
 
 work, runbook, count, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+schedule = sys.argv[5]
 home = os.path.join(work, "home")
 files = []
 for n in range(count):
     path = os.path.join(work, f"p{n:03d}.yml")
     with open(path, "w") as f:
-        f.write(f"name: p{n:03d}\nschedule: every 1 second\nsteps:\n  - shell: \"true\"\n")
+        f.write(f"name: p{n:03d}\nschedule: {json.dumps(schedule)}\nsteps:\n  - shell: \"true\"\n")
     files.append(path)
 
 env = {**os.environ, "RUNBOOK_HOME": home}
@@ -68,6 +73,7 @@ try:  # CPU seconds of the daemon and of the launcher (the runs' CPU is the rest
             own_cpu["runs"] = times.children_user + times.children_system
 except psutil.Error:
     pass
+stopped_at = time.time()
 daemon.send_signal(signal.SIGTERM)
 code = daemon.wait(120)
 stop.set()
@@ -89,13 +95,23 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-print(f"{count} playbooks every 1 second for {seconds:.0f} s (daemon exit {code})")
+print(f"{count} playbooks, schedule {schedule!r}, for {seconds:.0f} s (daemon exit {code})")
 print(f"  due runs:     {len(started) + len(skipped)} (started {len(started)}, skipped {len(skipped)})")
 print(f"  drift:        median {statistics.median(drifts):.1f} ms, p99 {pct(drifts, 0.99):.1f} ms,"
       f" max {drifts[-1]:.1f} ms")
 print(f"  peak RSS:     daemon {peak['daemon'] / 2**20:.0f} MB, launcher {peak['launcher'] / 2**20:.0f} MB")
 print(f"  history:      {rows}")
 lost = len(started) - recorded
+# Every due time accounted for: each playbook's runs are due every second from its first due
+# time (its phase), so from the first to the stop there are floor(stop - first) + 1 of them.
+dues: dict[str, list[float]] = {}
+for e in started + skipped:
+    dues.setdefault(e["playbook"], []).append(e["due"])
+if schedule == "every 1 second":
+    planned = sum(int(stopped_at - min(times)) + 1 for times in dues.values())
+    accounted = sum(1 for times in dues.values() for due in times if due <= stopped_at)
+    print(f"  planned runs: {planned} due before the stop; {accounted} started or skipped"
+          f" ({planned - accounted} missing)")
 print(f"  lost runs:    {lost} (started {len(started)}, finished rows {recorded},"
       f" skipped rows {rows.get('skipped', 0)} vs {len(skipped)} logged, running rows {rows.get('running', 0)})")
 print(f"  machine CPU:  {busy / seconds:.2f} cores busy on average ({psutil.cpu_count()} cores)")

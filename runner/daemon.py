@@ -379,7 +379,11 @@ class Daemon:
                 started_at=time.time(),
             )
             self.log(
-                "skipped", f"{entry.name}: run {run_id} skipped: {reason}", playbook=entry.name, run_id=run_id
+                "skipped",
+                f"{entry.name}: run {run_id} skipped: {reason}",
+                playbook=entry.name,
+                run_id=run_id,
+                due=due,
             )
             return
         self._start(entry, planned, due)
