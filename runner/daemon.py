@@ -274,6 +274,7 @@ class Daemon:
                     fresh.append(old)
                 continue
             if old is not None:  # the runs going on and the record so far carry over
+                self._rebind(old, entry)
                 entry.children, entry.queued, entry.launch_at = old.children, old.queued, old.launch_at
                 entry.last_status, entry.last_duration = old.last_status, old.last_duration
                 entry.last_run_id, entry.consecutive_failures = old.last_run_id, old.consecutive_failures
@@ -288,6 +289,17 @@ class Daemon:
         with self.lock:
             self.entries = fresh
         self.log("reloaded", f"reloaded {len(fresh)} playbook(s)", playbooks=[e.name for e in fresh])
+
+    def _rebind(self, old: Entry, new: Entry) -> None:
+        """The runs of ``old`` now belong to ``new``, its reloaded version."""
+        for table in (self._unstarted, self._by_pid):
+            for key, (entry, child) in list(table.items()):
+                if entry is old:
+                    table[key] = (new, child)
+        self._exited = [(new if entry is old else entry, child) for entry, child in self._exited]
+        for child in old.children:
+            if not child.pipe.eof:
+                self.selector.modify(child.pipe.fd, selectors.EVENT_READ, (new, child))
 
     # -- the loop --------------------------------------------------------------------------
 

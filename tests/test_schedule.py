@@ -455,3 +455,23 @@ def test_vars_files_are_read_at_start_and_on_sighup(tmp_path):
         assert daemon.stop() == 0
     assert outputs(before_reload) == ["first", "first"]
     assert outputs(after_reload) == ["second"]
+
+
+def test_a_run_going_on_during_a_reload_counts_for_the_reloaded_playbook(tmp_path):
+    slow = playbook(tmp_path, "reloaded", "  - wait: 1500ms\n")
+    with Scheduler([slow], "--http", "127.0.0.1:0", cwd=tmp_path) as daemon:
+        started = daemon.first("run_started", 20)
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.first("reloaded", 20)
+        daemon.wait_for(
+            lambda events: any(
+                e["event"] == "run_finished" and e["run_id"] == started["run_id"] for e in events
+            ),
+            20,
+            "the run to finish",
+        )
+        status, body = daemon.get("/healthz")
+        assert daemon.stop() == 0
+    assert status == 200
+    schedule = json.loads(body)["schedules"][0]
+    assert schedule["last_run"] is not None and schedule["last_status"] == "ok", schedule
