@@ -50,12 +50,26 @@ def test_wheel_ships_the_schema_and_every_handler(wheel: Path):
 def test_installed_wheel_validates_from_a_venv(wheel: Path, tmp_path: Path):
     venv = tmp_path / "venv"
     # Dependencies come from this interpreter's site-packages; runbook itself from the wheel.
+    # The venv gets no pip of its own (seeding one costs seconds): this interpreter's pip
+    # installs into it with --python, as the venv's own pip would.
     subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
+        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+        check=True,
+        timeout=120,
     )
     bin_dir = venv / "bin"
     subprocess.run(
-        [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(bin_dir / "python"),
+            "install",
+            "--quiet",
+            "--no-deps",
+            str(wheel),
+        ],
         check=True,
         capture_output=True,
         timeout=300,

@@ -9,9 +9,16 @@ starts with ``FILE:LINE:COL:`` and contains the substring. Every output line mus
 the ``FILE:LINE:COL: `` form (the last stderr line may be the summary ``FILE: N problems``),
 and nothing may print a traceback. Every ``tests/playbooks/valid/*.yml`` must exit 0.
 
-Each fixture is validated by one subprocess (``python -m runner validate NAME`` run in
-the fixture's folder, so relative paths are the user's). The subprocesses of all the
-selected cases run once, concurrently, when the first case asks for its result.
+The fixtures of a folder are validated by one subprocess, ``python -m runner validate
+NAME...`` run in that folder (so relative paths are the user's), once, when the first case
+asks for its result: each process start costs about as much as the checks of all the files.
+``validate`` checks the files one after another and reports each one's problems in its own
+lines: its stdout is each file's diagnostics (or its ``NAME: ok`` line) in order, and its
+stderr each invalid file's ``NAME: N problems`` summary, which tell where each file's lines
+end. That split is checked (every line names its file, the counts add up, the exit code is
+2 exactly when some file has problems); should it not hold (a crash, a line naming another
+file), each fixture of that folder is validated by a subprocess of its own instead, as many
+at a time as there are CPUs, and each case judges that process's exit code and output.
 """
 
 from __future__ import annotations
@@ -49,31 +56,81 @@ class Outcome:
         return [line for line in (self.stdout + self.stderr).splitlines() if line.strip()]
 
 
-def _validate(path: Path) -> Outcome:
+def _run_validate(folder: Path, names: list[str]) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NO_COLOR": "1"}
     env.pop("RUNBOOK_DEBUG", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner", "validate", path.name],
-        cwd=path.parent,
+    return subprocess.run(
+        [sys.executable, "-m", "runner", "validate", *names],
+        cwd=folder,
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
+
+
+def _validate(path: Path) -> Outcome:
+    proc = _run_validate(path.parent, [path.name])
     return Outcome(proc.returncode, proc.stdout, proc.stderr)
+
+
+SUMMARY = re.compile(r"^(?P<file>.+): (?P<count>\d+) problems?$")
+
+
+def _validate_together(paths: list[Path]) -> dict[Path, Outcome] | None:
+    """Validate the fixtures of one folder in one process and split its output per file, as
+    each file would have had it alone; None when the output does not split cleanly."""
+    proc = _run_validate(paths[0].parent, [path.name for path in paths])
+    if proc.returncode not in (0, 2) or "Traceback" in proc.stdout + proc.stderr:
+        return None
+    out = [line for line in proc.stdout.splitlines() if line.strip()]
+    summaries: dict[str, tuple[int, str]] = {}
+    for line in proc.stderr.splitlines():
+        if not line.strip():
+            continue
+        match = SUMMARY.match(line)
+        if match is None or match["file"] in summaries:
+            return None
+        summaries[match["file"]] = (int(match["count"]), line)
+    if not summaries.keys() <= {path.name for path in paths}:
+        return None
+    if proc.returncode != (2 if summaries else 0):
+        return None
+    found: dict[Path, Outcome] = {}
+    at = 0
+    for path in paths:
+        if path.name in summaries:
+            count, summary = summaries[path.name]
+            mine, code, err = out[at : at + count], 2, summary + "\n"
+        else:
+            mine, code, err = out[at : at + 1], 0, ""
+        at += len(mine)
+        if not mine or not all(line.startswith(f"{path.name}:") for line in mine):
+            return None
+        found[path] = Outcome(code, "".join(line + "\n" for line in mine), err)
+    return found if at == len(out) else None
 
 
 @pytest.fixture(scope="module")
 def outcomes(request: pytest.FixtureRequest) -> dict[Path, Outcome]:
-    """Validate every selected fixture once, as many subprocesses at a time as there are CPUs."""
+    """Validate every selected fixture once: one subprocess per folder, or, for a folder whose
+    output does not split per file, one per fixture, as many at a time as there are CPUs."""
     paths = [
         item.callspec.params["path"]
         for item in request.session.items
         if item.module is request.module and "path" in getattr(getattr(item, "callspec", None), "params", {})
     ]
+    folders: dict[Path, list[Path]] = {}
+    for path in paths:
+        folders.setdefault(path.parent, []).append(path)
     workers = max(2, os.cpu_count() or 2)
+    found: dict[Path, Outcome] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip(paths, pool.map(_validate, paths), strict=True))
+        for together in pool.map(_validate_together, folders.values()):
+            found.update(together or {})
+        alone = [path for path in paths if path not in found]
+        found.update(zip(alone, pool.map(_validate, alone), strict=True))
+    return found
 
 
 def _expectations(path: Path) -> list[tuple[int, int, str]]:
