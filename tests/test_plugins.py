@@ -18,30 +18,62 @@ from .conftest import run_cli
 PLUGIN_SOURCE = Path(__file__).parent / "plugin_pkg"
 
 
-def _install(source: Path, target: Path) -> Path:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(source),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
+def _clash_source(folder: Path) -> Path:
+    """A copy of the plugin named runbook-clash whose handler takes the built-in name ``shell``."""
+    (folder / "pyproject.toml").write_text(
+        (PLUGIN_SOURCE / "pyproject.toml")
+        .read_text()
+        .replace('name = "runbook-greet"', 'name = "runbook-clash"')
+        .replace("greet = ", "shell = ")
     )
-    return target
+    (folder / "runbook_greet.py").write_text(
+        (PLUGIN_SOURCE / "runbook_greet.py").read_text().replace('name = "greet"', 'name = "shell"')
+    )
+    return folder
 
 
 @pytest.fixture(scope="session")
-def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _install(PLUGIN_SOURCE, tmp_path_factory.mktemp("plugin-site"))
+def sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The plugin (``greet``) and the clashing one (``clash``), each installed with pip into a
+    folder of its own; the two installs run at once (each takes seconds)."""
+    jobs = {
+        "greet": (PLUGIN_SOURCE, tmp_path_factory.mktemp("plugin-site")),
+        "clash": (_clash_source(tmp_path_factory.mktemp("clash")), tmp_path_factory.mktemp("clash-site")),
+    }
+    pips = {}
+    try:
+        for name, (source, target) in jobs.items():
+            pips[name] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--no-deps",
+                    "--no-build-isolation",
+                    "--target",
+                    str(target),
+                    str(source),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        for name, pip in pips.items():
+            _, err = pip.communicate(timeout=300)
+            assert pip.returncode == 0, f"pip install of {jobs[name][0]} failed: {err}"
+    finally:
+        for pip in pips.values():
+            if pip.poll() is None:
+                pip.kill()
+                pip.wait(timeout=30)
+    return {name: target for name, (_, target) in jobs.items()}
+
+
+@pytest.fixture
+def plugin_site(sites: dict[str, Path]) -> Path:
+    return sites["greet"]
 
 
 def test_plugin_is_listed_and_documented(plugin_site: Path):
@@ -80,20 +112,8 @@ def test_plugin_is_in_the_printed_schema(plugin_site: Path):
     assert {"required": ["greet"]} in schema["$defs"]["task_step"]["oneOf"]
 
 
-def test_a_plugin_may_not_take_a_builtin_name(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path):
-    source = tmp_path / "clash"
-    source.mkdir()
-    (source / "pyproject.toml").write_text(
-        (PLUGIN_SOURCE / "pyproject.toml")
-        .read_text()
-        .replace('name = "runbook-greet"', 'name = "runbook-clash"')
-        .replace("greet = ", "shell = ")
-    )
-    (source / "runbook_greet.py").write_text(
-        (PLUGIN_SOURCE / "runbook_greet.py").read_text().replace('name = "greet"', 'name = "shell"')
-    )
-    site = _install(source, tmp_path_factory.mktemp("clash-site"))
-    result = run_cli("tasks", env={"PYTHONPATH": str(site)})
+def test_a_plugin_may_not_take_a_builtin_name(sites: dict[str, Path]):
+    result = run_cli("tasks", env={"PYTHONPATH": str(sites["clash"])})
     assert result.returncode == 2
     message = result.stderr.strip()
     assert "handler 'shell' is defined twice" in message
