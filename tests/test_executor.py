@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .conftest import run_cli
@@ -459,15 +459,22 @@ finally:
     assert _gone(int((tmp_path / "pid").read_text()))
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs. A zombie does not: it is dead, only not yet reaped (an
+    orphan's zombie waits for init, which here can take a second or more)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _gone(pid: int, within: float = 5.0) -> bool:
     deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
+    while _running(pid):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
-    return False
+    return True
 
 
 def _start(tmp_path: Path, text: str) -> subprocess.Popen:
