@@ -255,20 +255,25 @@ def test_a_wait_stops_at_its_timeout_and_at_the_steps_timeout(tmp_path, server, 
     ec2 = boto(server, "ec2")
     instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     never = {"waiter": "instance_terminated", "params": {"InstanceIds": [instance]}}
+    # The two waits run side by side (a parallel group): each takes its full second.
     run = steps(
         tmp_path,
         server,
         {
-            "id": "bounded",
-            "aws": {"service": "ec2", "wait": {**never, "delay": "200ms", "timeout": "1s"}},
-            "continue_on_error": True,
-        },
-        # The waiter's own delay is 15 s; the step's timeout must end the wait long before that.
-        {
-            "id": "cancelled",
-            "aws": {"service": "ec2", "wait": never},
-            "timeout": "1s",
-            "continue_on_error": True,
+            "parallel": [
+                {
+                    "id": "bounded",
+                    "aws": {"service": "ec2", "wait": {**never, "delay": "200ms", "timeout": "1s"}},
+                    "continue_on_error": True,
+                },
+                # The waiter's own delay is 15 s; the step's timeout must end the wait long before that.
+                {
+                    "id": "cancelled",
+                    "aws": {"service": "ec2", "wait": never},
+                    "timeout": "1s",
+                    "continue_on_error": True,
+                },
+            ]
         },
         timeout=30,
     )
