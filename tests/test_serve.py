@@ -69,13 +69,14 @@ steps:
 @pytest.mark.parametrize("ending", ["ok", "failed"])
 def test_the_server_stops_when_the_run_ends(tmp_path, capsys, ending):
     book = tmp_path / "book.yml"
+    command = "true" if ending == "ok" else "false"
     book.write_text(
         f"""\
 name: stops
 steps:
   - id: hook
     serve: {{}}
-  - shell: "{'true' if ending == 'ok' else 'false'}"
+  - shell: "{command}"
 finally:
   - shell: "echo port={{{{ steps.hook.port }}}}"
 """
