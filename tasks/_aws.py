@@ -171,6 +171,22 @@ def _make_client(where: Where) -> Any:
 # -- errors ---------------------------------------------------------------------------------------
 
 
+def credentials_problem(exc: BaseException) -> str | None:
+    """What is wrong with the AWS credentials, if ``exc`` says they are missing or incomplete."""
+    import botocore.exceptions as bex
+
+    if isinstance(exc, bex.NoCredentialsError):
+        return NO_CREDENTIALS
+    if isinstance(exc, bex.PartialCredentialsError):
+        return f"incomplete AWS credentials: {one_line(exc)}"
+    if isinstance(exc, bex.ProfileNotFound):
+        return (
+            f"AWS profile {exc.kwargs.get('profile')!r} is not in ~/.aws/config or ~/.aws/credentials: "
+            "check profile: or AWS_PROFILE"
+        )
+    return None
+
+
 def aws_error(exc: BaseException, where: Where, call: str) -> HandlerError:
     """One line for any botocore exception raised while doing ``call`` (``ec2.run_instances``)."""
     import botocore.exceptions as bex
@@ -178,22 +194,16 @@ def aws_error(exc: BaseException, where: Where, call: str) -> HandlerError:
     endpoint = f" at {where.endpoint_url}" if where.endpoint_url else ""
     if isinstance(exc, HandlerError):
         return exc
-    if isinstance(exc, bex.NoCredentialsError):
-        return AwsError(NO_CREDENTIALS)
-    if isinstance(exc, bex.PartialCredentialsError):
-        return AwsError(f"incomplete AWS credentials: {_one_line(exc)}")
-    if isinstance(exc, bex.ProfileNotFound):
-        return AwsError(
-            f"AWS profile {exc.kwargs.get('profile')!r} is not in ~/.aws/config or ~/.aws/credentials: "
-            "check profile: or AWS_PROFILE"
-        )
+    problem = credentials_problem(exc)
+    if problem:
+        return AwsError(problem)
     if isinstance(exc, bex.NoRegionError):
         return AwsError(f"{call}: no AWS region: set region: (or AWS_REGION, or the profile's region)")
     if isinstance(exc, bex.ParamValidationError):
-        return AwsError(f"{call}: invalid params: {_one_line(exc.kwargs.get('report', exc))}")
+        return AwsError(f"{call}: invalid params: {one_line(exc.kwargs.get('report', exc))}")
     if isinstance(exc, bex.SSLError):
         return AwsError(
-            f"{call}: TLS failure{endpoint}: {_one_line(exc)} (a proxy or private CA? set AWS_CA_BUNDLE)"
+            f"{call}: TLS failure{endpoint}: {one_line(exc)} (a proxy or private CA? set AWS_CA_BUNDLE)"
         )
     if isinstance(exc, bex.ConnectTimeoutError):
         return AwsError(
@@ -206,19 +216,19 @@ def aws_error(exc: BaseException, where: Where, call: str) -> HandlerError:
     if isinstance(exc, bex.EndpointConnectionError):
         url = where.endpoint_url or str(exc.kwargs.get("endpoint_url", "")).split("?")[0]
         return AwsError(
-            f"{call}: cannot reach {url}: {_reason(exc)}; check endpoint_url, region and the network"
+            f"{call}: cannot reach {url}: {reason(exc)}; check endpoint_url, region and the network"
         )
     if isinstance(exc, (bex.ConnectionClosedError, bex.ConnectionError, bex.HTTPClientError)):
-        return AwsError(f"{call}: the connection to AWS{endpoint} broke ({_reason(exc)}); run again (retry:)")
+        return AwsError(f"{call}: the connection to AWS{endpoint} broke ({reason(exc)}); run again (retry:)")
     if isinstance(exc, bex.UnknownServiceError):
         return AwsError(f"unknown AWS service {where.service!r}")
     if isinstance(exc, bex.ClientError):
         return _client_error(exc, call)
     if isinstance(exc, bex.WaiterError):
-        return AwsError(f"{call}: {_one_line(exc)}")
+        return AwsError(f"{call}: {one_line(exc)}")
     if isinstance(exc, bex.BotoCoreError):
-        return AwsError(f"{call}: {_one_line(exc)}")
-    return AwsError(f"{call}: {type(exc).__name__}: {_one_line(exc)}")
+        return AwsError(f"{call}: {one_line(exc)}")
+    return AwsError(f"{call}: {type(exc).__name__}: {one_line(exc)}")
 
 
 def _client_error(exc: Any, call: str) -> AwsError:
@@ -226,7 +236,7 @@ def _client_error(exc: Any, call: str) -> AwsError:
     code = (
         str(error.get("Code", "")) or f"HTTP {exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode')}"
     )
-    message = _one_line(error.get("Message", "")).rstrip(".")
+    message = one_line(error.get("Message", "")).rstrip(".")
     hint = ""
     if code in ("InvalidClientTokenId", "UnrecognizedClientException", "InvalidAccessKeyId", "AuthFailure"):
         hint = ": check AWS_ACCESS_KEY_ID or the profile's keys"
@@ -239,7 +249,8 @@ def _client_error(exc: Any, call: str) -> AwsError:
     return AwsError(f"{call} failed: {code}: {message}{hint}" if message else f"{call} failed: {code}{hint}")
 
 
-def _reason(exc: Any) -> str:
+def reason(exc: Any) -> str:
+    """The innermost cause's words: 'connection refused' rather than botocore's wrapping."""
     error = exc.kwargs.get("error") if hasattr(exc, "kwargs") else None
     text = str(error or exc)
     for known in ("Connection refused", "Name or service not known", "No route to host", "Connection reset"):
@@ -247,10 +258,10 @@ def _reason(exc: Any) -> str:
             return known.lower()
     if "nodename nor servname" in text or "Temporary failure in name resolution" in text:
         return "unknown host"
-    return _one_line(text)[:200]
+    return one_line(text)[:200]
 
 
-def _one_line(value: Any) -> str:
+def one_line(value: Any) -> str:
     return " ".join(str(value).split())
 
 

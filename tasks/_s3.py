@@ -41,14 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.errors import HandlerError
-
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
-
-NO_CREDENTIALS = (
-    "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE "
-    "(or the step's profile:) to a profile of ~/.aws/config"
-)
+from tasks._aws import CONNECT_TIMEOUT, NO_CREDENTIALS, READ_TIMEOUT, credentials_problem, one_line, reason
 
 _ENV_KEYS = (
     "AWS_ACCESS_KEY_ID",
@@ -219,18 +212,12 @@ def s3_error(
     where = f" at {endpoint}" if endpoint else ""
     if isinstance(exc, S3Error):
         return exc
-    if isinstance(exc, bex.NoCredentialsError):
-        return S3Error(NO_CREDENTIALS)
-    if isinstance(exc, bex.PartialCredentialsError):
-        return S3Error(f"incomplete AWS credentials: {_one_line(exc)}")
-    if isinstance(exc, bex.ProfileNotFound):
-        return S3Error(
-            f"AWS profile {exc.kwargs.get('profile')!r} is not in ~/.aws/config or ~/.aws/credentials: "
-            "check profile: or AWS_PROFILE"
-        )
+    problem = credentials_problem(exc)
+    if problem:
+        return S3Error(problem)
     if isinstance(exc, bex.SSLError):
         return S3Error(
-            f"TLS failure talking to S3{where}: {_one_line(exc)} (a proxy or private CA? set AWS_CA_BUNDLE)"
+            f"TLS failure talking to S3{where}: {one_line(exc)} (a proxy or private CA? set AWS_CA_BUNDLE)"
         )
     if isinstance(exc, bex.ConnectTimeoutError):
         return S3Error(
@@ -242,7 +229,7 @@ def s3_error(
         url = exc.kwargs.get("endpoint_url", "")
         base = endpoint or url.split("?")[0]
         return S3Error(
-            f"cannot reach the S3 endpoint {base}: {_reason(exc)}; check endpoint_url, region and the network"
+            f"cannot reach the S3 endpoint {base}: {reason(exc)}; check endpoint_url, region and the network"
         )
     if isinstance(exc, bex.ConnectionClosedError):
         return S3Error(
@@ -250,14 +237,14 @@ def s3_error(
             "run again (retry:)"
         )
     if isinstance(exc, (bex.ConnectionError, bex.HTTPClientError)):  # the connection broke mid-request
-        return S3Error(f"cannot {action} {target}: the connection to S3{where} broke ({_reason(exc)}); retry")
+        return S3Error(f"cannot {action} {target}: the connection to S3{where} broke ({reason(exc)}); retry")
     if isinstance(exc, bex.ParamValidationError):
-        return S3Error(f"cannot {action} {target}: invalid parameters: {_one_line(exc)}")
+        return S3Error(f"cannot {action} {target}: invalid parameters: {one_line(exc)}")
     if isinstance(exc, bex.ClientError):
         return _client_error(exc, action, bucket, target, where)
     if isinstance(exc, bex.BotoCoreError):
-        return S3Error(f"cannot {action} {target}: {_one_line(exc)}")
-    return S3Error(f"cannot {action} {target}: {type(exc).__name__}: {_one_line(exc)}")
+        return S3Error(f"cannot {action} {target}: {one_line(exc)}")
+    return S3Error(f"cannot {action} {target}: {type(exc).__name__}: {one_line(exc)}")
 
 
 PERMISSIONS = {
@@ -310,23 +297,7 @@ def _client_error(exc: Any, action: str, bucket: str, target: str, where: str) -
         hint = f"set region: {region}" if region else "set region: to the bucket's region"
         return S3Error(f"bucket {bucket!r} is in another region: {hint}")
     detail = f"{code}: {message}" if message else code or f"HTTP {status}"
-    return S3Error(f"cannot {action} {target}: {_one_line(detail)}")
-
-
-def _reason(exc: Any) -> str:
-    """The innermost cause's words: 'Connection refused' rather than botocore's wrapping."""
-    error = exc.kwargs.get("error") if hasattr(exc, "kwargs") else None
-    text = str(error or exc)
-    for known in ("Connection refused", "Name or service not known", "No route to host", "Connection reset"):
-        if known.lower() in text.lower():
-            return known.lower()
-    if "nodename nor servname" in text or "Temporary failure in name resolution" in text:
-        return "unknown host"
-    return _one_line(text)
-
-
-def _one_line(value: Any) -> str:
-    return " ".join(str(value).split())
+    return S3Error(f"cannot {action} {target}: {one_line(detail)}")
 
 
 def is_missing_bucket(exc: BaseException) -> bool:
@@ -490,7 +461,7 @@ class DigestRecords:
         except (sqlite3.Error, OSError) as exc:
             if self.log is not None:
                 self.log(
-                    f"digest records at {self.path} unusable ({_one_line(exc)}); "
+                    f"digest records at {self.path} unusable ({one_line(exc)}); "
                     "objects are checked one by one"
                 )
             return None
