@@ -1,5 +1,6 @@
 """What the cloud upload handlers share (``azure_blob_upload``, ``gcs_upload``): sources to
-object names, a worker pool, byte progress, content types, and their optional SDKs.
+object names, a worker pool, byte progress, content types, and their optional SDKs; with
+``s3_upload`` too, ``Uploader``: the steps' run, dry run and results.
 
 **Names.** A single file goes to ``name`` (``name`` ending with ``/`` means "into": the
 file's own name is added), else to ``prefix`` + its name; a folder's files go to
@@ -18,13 +19,14 @@ import importlib
 import mimetypes
 import os
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from runner.errors import HandlerError
-from tasks._files import os_error
+from tasks._files import file_digest, os_error
 from tasks._walk import has_magic, walk_all
 
 
@@ -80,6 +82,15 @@ def plan(
     if not name or target.endswith("/"):
         target += os.path.basename(src)
     return [Item(src, target.lstrip("/"), info.st_size)], target, True
+
+
+def named_items(args: dict[str, Any], cwd: str, what: str) -> tuple[list[Item], str]:
+    """(the step's files with their names, the prefix to list), for a step whose single-file
+    argument is called as the store calls an object (``blob``, ``object``); names checked."""
+    exclude = as_list(args.get("exclude"))
+    items, prefix, _ = plan(args["src"], args.get(what), args.get("prefix") or "", exclude, cwd, what)
+    check_names(items, 1024, what)
+    return items, prefix
 
 
 def folder_prefix(prefix: str) -> str:
@@ -177,6 +188,161 @@ def in_pool(
         raise failures[0]
     if cancelled():
         raise HandlerError("cancelled")
+
+
+def listed(
+    listing: Iterable[Any], entry: Callable[[Any], Any], limit: int, cancelled: Callable[[], bool]
+) -> tuple[dict[str, Any], bool, str]:
+    """(name -> ``entry`` of each listed object, whether the listing ended, the last name listed).
+
+    The listing stops once it holds ``limit`` objects; past its last name, ask one by one."""
+    remote: dict[str, Any] = {}
+    last = ""
+    for blob in listing:
+        if cancelled():
+            raise HandlerError("cancelled")
+        remote[blob.name] = entry(blob)
+        last = blob.name
+        if len(remote) >= limit:
+            return remote, False, last
+    return remote, True, last
+
+
+class Uploader:
+    """One upload step: its files, what was done, its run, dry run and results.
+
+    A store's subclass says how to ``connect``, ``look`` at the prefix (list it), ``send``
+    the files, the ``location`` written to, whether the listing alone leaves a file possibly
+    unchanged (``may_be_unchanged``) and whether the file with this digest is
+    (``is_unchanged``). ``FIELD`` is what results call an item's name, ``DIGEST`` the hash
+    ``is_unchanged`` compares, ``FAILURE`` the store's error: a dry run that meets it says
+    which files are unchanged is unknown.
+    """
+
+    FIELD = "name"
+    DIGEST = "md5"
+    FAILURE: type[Exception] = HandlerError
+
+    def __init__(self, args: dict[str, Any], ctx: Any, items: Sequence[Any], concurrency: int = 8):
+        self.ctx = ctx
+        self.items = items
+        self.skip_unchanged = bool(args.get("skip_unchanged", True))
+        self.concurrency = int(args.get("max_concurrency", concurrency))
+        self.uploaded: list[dict[str, Any]] = []
+        self.unchanged: list[str] = []
+        self.bytes = 0
+        self.upload_time = 0.0
+        self.started: float | None = None  # when set, the summary has the step's ``duration``
+        self.progress = Progress(ctx, sum(item.size for item in items))
+        self._lock = threading.Lock()
+
+    def connect(self) -> None:
+        raise NotImplementedError
+
+    def look(self, prefix: str) -> None:
+        raise NotImplementedError
+
+    def send(self) -> None:
+        raise NotImplementedError
+
+    def location(self, prefix: str) -> str:
+        raise NotImplementedError
+
+    def may_be_unchanged(self, item: Any, size: int) -> bool:
+        raise NotImplementedError
+
+    def is_unchanged(self, item: Any, size: int, digest: bytes) -> bool:
+        raise NotImplementedError
+
+    def run(self, prefix: str) -> dict[str, Any]:
+        if self.ctx.dry_run:
+            return self.dry_run(prefix)
+        self.connect()
+        try:
+            if self.skip_unchanged:
+                self.look(prefix)
+            self.send()
+        except HandlerError as exc:
+            raise HandlerError(str(exc), result=self.summary(prefix)) from exc
+        return self.summary(prefix)
+
+    def skip(self, item: Any, size: int) -> None:
+        with self._lock:
+            self.unchanged.append(item.name)
+        self.progress.advance(size)
+
+    def dry_skip(self, item: Any, size: int) -> None:
+        """A dry run found ``item`` unchanged."""
+        with self._lock:
+            self.unchanged.append(item.name)
+
+    def summary(self, prefix: str) -> dict[str, Any]:
+        uploaded = sorted(self.uploaded, key=lambda entry: entry[self.FIELD])
+        result = {
+            "uploaded": uploaded,
+            "unchanged": len(self.unchanged),
+            "files": len(self.items),
+            "bytes": self.bytes,
+            "throughput": round(self.bytes / self.upload_time) if self.upload_time > 0 else 0,
+        }
+        if self.started is not None:
+            result["duration"] = time.monotonic() - self.started
+        return {**result, "location": self.location(prefix), "changed": bool(uploaded)}
+
+    def dry_run(self, prefix: str) -> dict[str, Any]:
+        """What would be uploaded and what is unchanged; nothing is written."""
+        everything = [{self.FIELD: item.name, "size": item.size} for item in self.items]
+        total = sum(item.size for item in self.items)
+        base = {"files": len(self.items), "uploaded": [], "bytes": 0}
+        if not self.skip_unchanged or not self.items:
+            return {
+                **base,
+                "location": self.location(prefix),
+                "would_upload": everything,
+                "would_skip": [],
+                "unchanged": 0,
+                "changed": bool(self.items),
+                "dry_run": f"would upload {count_text(len(everything))} ({total} bytes) to "
+                f"{self.location(prefix)}",
+            }
+        todo: list[dict[str, Any]] = []
+        try:
+            self.connect()
+            self.look(prefix)
+
+            def judge(item: Any) -> None:
+                try:
+                    size = os.path.getsize(item.path)
+                except OSError as exc:
+                    raise os_error(exc, "read", item.path) from exc
+                if self.may_be_unchanged(item, size):
+                    hexdigest = file_digest(item.path, self.DIGEST, cancelled=self.ctx.cancelled)[0]
+                    if self.is_unchanged(item, size, bytes.fromhex(hexdigest)):
+                        self.dry_skip(item, size)
+                        return
+                with self._lock:
+                    todo.append({self.FIELD: item.name, "size": size})
+
+            in_pool(self.items, judge, self.concurrency, self.ctx.cancelled)
+        except self.FAILURE as exc:
+            return {
+                **base,
+                "location": self.location(prefix),
+                "would_upload": everything,
+                "dry_run": f"would upload up to {count_text(len(everything))} ({total} bytes) to "
+                f"{self.location(prefix)}; which are unchanged is unknown: {exc}",
+            }
+        todo.sort(key=lambda entry: entry[self.FIELD])
+        return {
+            **base,
+            "location": self.location(prefix),
+            "would_upload": todo,
+            "would_skip": sorted(self.unchanged),
+            "unchanged": len(self.unchanged),
+            "changed": bool(todo),
+            "dry_run": f"would upload {count_text(len(todo))} ({sum(e['size'] for e in todo)} "
+            f"bytes) to {self.location(prefix)}, {len(self.unchanged)} unchanged",
+        }
 
 
 def content_type(name: str) -> str:

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import threading
 import time
 from typing import Any
 
@@ -111,34 +109,19 @@ LIST_BEYOND = 10_000  # list at most this many blobs more than there are files, 
 
 
 def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
-    exclude = _cloud.as_list(args.get("exclude"))
-    items, prefix, _ = _cloud.plan(
-        args["src"], args.get("blob"), args.get("prefix") or "", exclude, ctx.cwd, "blob"
-    )
-    _cloud.check_names(items, 1024, "blob")
-    upload = Upload(args, ctx, items)
-    if ctx.dry_run:
-        return upload.dry_run(prefix)
-    upload.connect()
-    try:
-        if upload.skip_unchanged:
-            upload.look(prefix)
-        upload.send()
-    except HandlerError as exc:
-        raise HandlerError(str(exc), result=upload.summary(prefix)) from exc
-    return upload.summary(prefix)
+    items, prefix = _cloud.named_items(args, ctx.cwd, "blob")
+    return Upload(args, ctx, items).run(prefix)
 
 
-class Upload:
+class Upload(_cloud.Uploader):
     """One step's upload: settings, the listing, what was done."""
 
+    FAILURE = _azure.AzureError
+
     def __init__(self, args: dict[str, Any], ctx: Any, items: list[_cloud.Item]):
-        self.ctx = ctx
-        self.items = items
+        super().__init__(args, ctx, items)
         self.container_name: str = args["container"]
         self.creds = _azure.credentials(args, ctx)
-        self.skip_unchanged = bool(args.get("skip_unchanged", True))
-        self.concurrency = int(args.get("max_concurrency", 8))
         self.content_type = args.get("content_type")
         self.metadata = dict(args.get("metadata") or {})
         self.tier = args.get("tier")
@@ -147,12 +130,6 @@ class Upload:
         self.remote: dict[str, tuple[int, bytes | None]] = {}  # name -> (size, Content-MD5)
         self.complete = False  # the listing saw every blob under the prefix
         self.last = ""
-        self.uploaded: list[dict[str, Any]] = []
-        self.unchanged: list[str] = []
-        self.bytes = 0
-        self.upload_time = 0.0
-        self.progress = _cloud.Progress(ctx, sum(item.size for item in items))
-        self._lock = threading.Lock()
 
     def connect(self) -> None:
         service = _azure.service_client(self.creds, self.concurrency + 2)
@@ -165,18 +142,15 @@ class Upload:
 
     def look(self, prefix: str) -> None:
         """List the blobs under the prefix: their sizes and Content-MD5."""
-        limit = len(self.items) + LIST_BEYOND
         try:
-            for blob in self.container.list_blobs(name_starts_with=prefix or None):
-                if self.ctx.cancelled():
-                    raise HandlerError("cancelled")
-                self.remote[blob.name] = (int(blob.size), _md5_of(blob))
-                self.last = blob.name
-                if len(self.remote) >= limit:
-                    return
+            self.remote, self.complete, self.last = _cloud.listed(
+                self.container.list_blobs(name_starts_with=prefix or None),
+                lambda blob: (int(blob.size), _md5_of(blob)),
+                len(self.items) + LIST_BEYOND,
+                self.ctx.cancelled,
+            )
         except Exception as exc:
             raise self.error(exc, "list", prefix) from exc
-        self.complete = True
 
     def known(self, item: _cloud.Item) -> tuple[int, bytes | None] | None:
         """The listed (size, MD5) of the item's blob; asks Azure past the end of a cut listing."""
@@ -282,83 +256,10 @@ class Upload:
             )
             self.bytes += size
 
-    def skip(self, item: _cloud.Item, size: int) -> None:
-        with self._lock:
-            self.unchanged.append(item.name)
-        self.progress.advance(size)
-
     # -- results -----------------------------------------------------------------------------------
 
     def location(self, prefix: str) -> str:
         return f"{self.account}/{self.container_name}/{prefix}"
-
-    def summary(self, prefix: str) -> dict[str, Any]:
-        uploaded = sorted(self.uploaded, key=lambda entry: entry["name"])
-        return {
-            "uploaded": uploaded,
-            "unchanged": len(self.unchanged),
-            "files": len(self.items),
-            "bytes": self.bytes,
-            "throughput": round(self.bytes / self.upload_time) if self.upload_time > 0 else 0,
-            "location": self.location(prefix),
-            "changed": bool(uploaded),
-        }
-
-    def dry_run(self, prefix: str) -> dict[str, Any]:
-        """What would be uploaded and what is unchanged; nothing is written."""
-        everything = [{"name": item.name, "size": item.size} for item in self.items]
-        total = sum(item.size for item in self.items)
-        base = {"files": len(self.items), "uploaded": [], "bytes": 0}
-        if not self.skip_unchanged or not self.items:
-            return {
-                **base,
-                "location": self.location(prefix),
-                "would_upload": everything,
-                "would_skip": [],
-                "unchanged": 0,
-                "changed": bool(self.items),
-                "dry_run": f"would upload {_cloud.count_text(len(everything))} ({total} bytes) to "
-                f"{self.location(prefix)}",
-            }
-        todo: list[dict[str, Any]] = []
-        try:
-            self.connect()
-            self.look(prefix)
-
-            def judge(item: _cloud.Item) -> None:
-                try:
-                    size = os.path.getsize(item.path)
-                except OSError as exc:
-                    raise os_error(exc, "read", item.path) from exc
-                if self.may_be_unchanged(item, size):
-                    md5 = bytes.fromhex(file_digest(item.path, "md5", cancelled=self.ctx.cancelled)[0])
-                    if self.is_unchanged(item, size, md5):
-                        with self._lock:
-                            self.unchanged.append(item.name)
-                        return
-                with self._lock:
-                    todo.append({"name": item.name, "size": size})
-
-            _cloud.in_pool(self.items, judge, self.concurrency, self.ctx.cancelled)
-        except _azure.AzureError as exc:
-            return {
-                **base,
-                "location": self.location(prefix),
-                "would_upload": everything,
-                "dry_run": f"would upload up to {_cloud.count_text(len(everything))} ({total} bytes) to "
-                f"{self.location(prefix)}; which are unchanged is unknown: {exc}",
-            }
-        todo.sort(key=lambda entry: entry["name"])
-        return {
-            **base,
-            "location": self.location(prefix),
-            "would_upload": todo,
-            "would_skip": sorted(self.unchanged),
-            "unchanged": len(self.unchanged),
-            "changed": bool(todo),
-            "dry_run": f"would upload {_cloud.count_text(len(todo))} ({sum(e['size'] for e in todo)} "
-            f"bytes) to {self.location(prefix)}, {len(self.unchanged)} unchanged",
-        }
 
 
 def _md5_of(blob: Any) -> bytes | None:

@@ -28,8 +28,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
-import threading
 import time
 from typing import Any
 
@@ -100,35 +98,19 @@ LIST_BEYOND = 10_000  # list at most this many objects more than there are files
 
 
 def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
-    exclude = _cloud.as_list(args.get("exclude"))
-    items, prefix, _ = _cloud.plan(
-        args["src"], args.get("object"), args.get("prefix") or "", exclude, ctx.cwd, "object"
-    )
-    _cloud.check_names(items, 1024, "object")
-    upload = Upload(args, ctx, items)
-    location = f"gs://{upload.bucket_name}/{prefix}"
-    if ctx.dry_run:
-        return upload.dry_run(prefix, location)
-    upload.connect()
-    try:
-        if upload.skip_unchanged:
-            upload.look(prefix)
-        upload.send()
-    except HandlerError as exc:
-        raise HandlerError(str(exc), result=upload.summary(location)) from exc
-    return upload.summary(location)
+    items, prefix = _cloud.named_items(args, ctx.cwd, "object")
+    return Upload(args, ctx, items).run(prefix)
 
 
-class Upload:
+class Upload(_cloud.Uploader):
     """One step's upload: settings, the listing, what was done."""
 
+    FAILURE = _gcs.GcsError
+
     def __init__(self, args: dict[str, Any], ctx: Any, items: list[_cloud.Item]):
-        self.ctx = ctx
-        self.items = items
+        super().__init__(args, ctx, items)
         self.bucket_name: str = args["bucket"]
         self.where = _gcs.Where.of(args, ctx)
-        self.skip_unchanged = bool(args.get("skip_unchanged", True))
-        self.concurrency = int(args.get("max_concurrency", 8))
         self.content_type = args.get("content_type")
         self.metadata = dict(args.get("metadata") or {})
         self.storage_class = args.get("storage_class")
@@ -139,12 +121,6 @@ class Upload:
         self.remote: dict[str, tuple[int, str | None, str | None]] = {}
         self.complete = False
         self.last = ""
-        self.uploaded: list[dict[str, Any]] = []
-        self.unchanged: list[str] = []
-        self.bytes = 0
-        self.upload_time = 0.0
-        self.progress = _cloud.Progress(ctx, sum(item.size for item in items))
-        self._lock = threading.Lock()
 
     def connect(self) -> None:
         self.client = _gcs.client(self.where, self.concurrency + 2)
@@ -155,7 +131,6 @@ class Upload:
         return _gcs.gcs_error(exc, action, self.bucket_name, name, self.where)
 
     def look(self, prefix: str) -> None:
-        limit = len(self.items) + LIST_BEYOND
         try:
             listing = self.client.list_blobs(
                 self.bucket_name,
@@ -164,16 +139,14 @@ class Upload:
                 retry=self.retry,
                 timeout=_gcs.timeout(),
             )
-            for blob in listing:
-                if self.ctx.cancelled():
-                    raise HandlerError("cancelled")
-                self.remote[blob.name] = (int(blob.size or 0), blob.md5_hash, blob.crc32c)
-                self.last = blob.name
-                if len(self.remote) >= limit:
-                    return
+            self.remote, self.complete, self.last = _cloud.listed(
+                listing,
+                lambda blob: (int(blob.size or 0), blob.md5_hash, blob.crc32c),
+                len(self.items) + LIST_BEYOND,
+                self.ctx.cancelled,
+            )
         except Exception as exc:
             raise self.error(exc, "list", prefix) from exc
-        self.complete = True
 
     def known(self, item: _cloud.Item) -> tuple[int, str | None, str | None] | None:
         if self.complete or item.name <= self.last:
@@ -224,9 +197,7 @@ class Upload:
         except OSError as exc:
             raise os_error(exc, "read", item.path) from exc
         if self.may_be_unchanged(item, size) and self.is_unchanged(item, size, md5):
-            with self._lock:
-                self.unchanged.append(item.name)
-            self.progress.advance(size)
+            self.skip(item, size)
             return
         blob = self.bucket.blob(item.name, chunk_size=CHUNK)
         blob.md5_hash = _b64(md5)  # sent with the object: Cloud Storage refuses other bytes
@@ -264,69 +235,8 @@ class Upload:
 
     # -- results -----------------------------------------------------------------------------------
 
-    def summary(self, location: str) -> dict[str, Any]:
-        uploaded = sorted(self.uploaded, key=lambda entry: entry["name"])
-        return {
-            "uploaded": uploaded,
-            "unchanged": len(self.unchanged),
-            "files": len(self.items),
-            "bytes": self.bytes,
-            "throughput": round(self.bytes / self.upload_time) if self.upload_time > 0 else 0,
-            "location": location,
-            "changed": bool(uploaded),
-        }
-
-    def dry_run(self, prefix: str, location: str) -> dict[str, Any]:
-        """What would be uploaded and what is unchanged; nothing is written."""
-        everything = [{"name": item.name, "size": item.size} for item in self.items]
-        total = sum(item.size for item in self.items)
-        base = {"files": len(self.items), "uploaded": [], "bytes": 0, "location": location}
-        if not self.skip_unchanged or not self.items:
-            return {
-                **base,
-                "would_upload": everything,
-                "would_skip": [],
-                "unchanged": 0,
-                "changed": bool(self.items),
-                "dry_run": f"would upload {_cloud.count_text(len(everything))} ({total} bytes) to {location}",
-            }
-        todo: list[dict[str, Any]] = []
-        try:
-            self.connect()
-            self.look(prefix)
-
-            def judge(item: _cloud.Item) -> None:
-                try:
-                    size = os.path.getsize(item.path)
-                except OSError as exc:
-                    raise os_error(exc, "read", item.path) from exc
-                if self.may_be_unchanged(item, size):
-                    md5 = bytes.fromhex(file_digest(item.path, "md5", cancelled=self.ctx.cancelled)[0])
-                    if self.is_unchanged(item, size, md5):
-                        with self._lock:
-                            self.unchanged.append(item.name)
-                        return
-                with self._lock:
-                    todo.append({"name": item.name, "size": size})
-
-            _cloud.in_pool(self.items, judge, self.concurrency, self.ctx.cancelled)
-        except _gcs.GcsError as exc:
-            return {
-                **base,
-                "would_upload": everything,
-                "dry_run": f"would upload up to {_cloud.count_text(len(everything))} ({total} bytes) to "
-                f"{location}; which are unchanged is unknown: {exc}",
-            }
-        todo.sort(key=lambda entry: entry["name"])
-        return {
-            **base,
-            "would_upload": todo,
-            "would_skip": sorted(self.unchanged),
-            "unchanged": len(self.unchanged),
-            "changed": bool(todo),
-            "dry_run": f"would upload {_cloud.count_text(len(todo))} ({sum(e['size'] for e in todo)} "
-            f"bytes) to {location}, {len(self.unchanged)} unchanged",
-        }
+    def location(self, prefix: str) -> str:
+        return f"gs://{self.bucket_name}/{prefix}"
 
 
 def _b64(digest: bytes) -> str:

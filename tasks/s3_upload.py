@@ -53,7 +53,7 @@ from runner.errors import HandlerError
 from runner.schema import SIZE, string_or_list
 from runner.units import parse_size
 from tasks import _s3
-from tasks._cloud import as_list, content_type, folder_prefix, in_pool
+from tasks._cloud import Uploader, as_list, content_type, folder_prefix, in_pool
 from tasks._files import HASH_CHUNK, file_digest, os_error
 from tasks._walk import has_magic, walk_all
 
@@ -175,25 +175,17 @@ class Item:
     key: str
     size: int
 
+    @property
+    def name(self) -> str:
+        return self.key
+
 
 def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
     started = time.monotonic()
     items, prefix, single = plan(args, ctx.cwd)
-    upload = Upload(args, ctx, items)
-    location = f"s3://{upload.bucket}/{items[0].key if single else prefix}"
-    if ctx.dry_run:
-        return upload.dry_run(prefix, single, location)
-    upload.hash_ahead()
-    try:
-        upload.connect()
-        if upload.skip_unchanged:
-            upload.look(prefix, single)
-        upload.send()
-    except HandlerError as exc:
-        raise HandlerError(str(exc), result=upload.summary(started, location)) from exc
-    finally:
-        upload.finish()
-    return upload.summary(started, location)
+    upload = Upload(args, ctx, items, single)
+    upload.started = started
+    return upload.run(prefix)
 
 
 # -- what goes where ------------------------------------------------------------------------------
@@ -271,16 +263,18 @@ def _sorted(found: dict[str, Item]) -> list[Item]:
 # -- the upload ------------------------------------------------------------------------------------
 
 
-class Upload:
+class Upload(Uploader):
     """One step's upload: settings, the listing, what was done, and the byte progress."""
 
-    def __init__(self, args: dict[str, Any], ctx: Any, items: list[Item]):
-        self.ctx = ctx
-        self.items = items
+    FIELD = "key"
+    DIGEST = "sha256"
+    FAILURE = _s3.S3Error
+
+    def __init__(self, args: dict[str, Any], ctx: Any, items: list[Item], single: bool):
+        super().__init__(args, ctx, items, concurrency=10)
+        self.single = single  # one file: list its key only
         self.bucket: str = args["bucket"]
         self.where = _s3.Where.of(args, getattr(ctx, "env", {}) or {})
-        self.skip_unchanged = bool(args.get("skip_unchanged", True))
-        self.concurrency = int(args.get("max_concurrency", 10))
         self.threshold = parse_size(args.get("multipart_threshold", "8MiB"))
         extra = dict(args.get("extra_args") or {})
         self.metadata = dict(extra.pop("Metadata", None) or {})
@@ -289,17 +283,27 @@ class Upload:
         self.s3: Any = None
         self.listing: _s3.Listing | None = None
         self.records = _s3.DigestRecords("", self.bucket, ctx.log)
-        self.uploaded: list[dict[str, Any]] = []
-        self.unchanged: list[str] = []
-        self.bytes = 0
-        self.upload_time = 0.0
-        self.total = sum(item.size for item in items)
-        self.done = 0
-        self._lock = threading.Lock()
         self._denied_head = False
         self._stop = threading.Event()
         self._hasher: ThreadPoolExecutor | None = None
         self._digests: dict[str, Future[tuple[str, int]]] = {}
+
+    def run(self, prefix: str) -> dict[str, Any]:
+        """As ``Uploader.run``, but the big files are hashed ahead, a failure to connect gets the
+        summary too, and what runbook learnt of the objects' digests is saved at the end."""
+        if self.ctx.dry_run:
+            return self.dry_run(prefix)
+        self.hash_ahead()
+        try:
+            self.connect()
+            if self.skip_unchanged:
+                self.look(prefix)
+            self.send()
+        except HandlerError as exc:
+            raise HandlerError(str(exc), result=self.summary(prefix)) from exc
+        finally:
+            self.finish()
+        return self.summary(prefix)
 
     def is_big(self, item: Item) -> bool:
         return item.size >= self.threshold and item.size > 0
@@ -339,11 +343,14 @@ class Upload:
     def error(self, exc: BaseException, action: str, key: str = "") -> HandlerError:
         return _s3.s3_error(exc, action, self.bucket, key, self.where.endpoint_url)
 
-    def look(self, prefix: str, single: bool) -> None:
+    def location(self, prefix: str) -> str:
+        return f"s3://{self.bucket}/{self.items[0].key if self.single else prefix}"
+
+    def look(self, prefix: str) -> None:
         """List what is there, and load what runbook recorded of it."""
         limit = len(self.items) + LIST_BEYOND
         try:
-            self.listing = _s3.list_prefix(self.s3, self.bucket, prefix, limit, single)
+            self.listing = _s3.list_prefix(self.s3, self.bucket, prefix, limit, self.single)
         except Exception as exc:
             if not _s3.is_denied(exc):
                 raise self.error(exc, "list", prefix) from exc
@@ -460,18 +467,10 @@ class Upload:
             self.uploaded.append({"key": item.key, "size": size, "etag": _s3.clean_etag(etag)})
             self.bytes += size
         self.records.note(item.key, etag, size, digest.hex())
-        self.advance(size)
+        self.progress.advance(size)
 
-    def skip(self, item: Item, size: int) -> None:
-        with self._lock:
-            self.unchanged.append(item.key)
-        self.advance(size)
-
-    def advance(self, count: int) -> None:
-        with self._lock:
-            self.done = max(0, self.done + count)
-            done = self.done
-        self.ctx.progress(done, self.total)
+    def dry_skip(self, item: Item, size: int) -> None:
+        self.skip(item, size)  # a dry run's progress counts the unchanged files, as an upload's does
 
     def put_big(self, items: list[Item]) -> None:
         """Multipart uploads through s3transfer's manager, one file after the other."""
@@ -503,7 +502,7 @@ class Upload:
         _s3.forget_uploads(self.s3, self.bucket, item.key)
         _s3.completed_etag(self.s3, self.bucket, item.key)
         future = manager.upload(
-            item.path, self.bucket, item.key, extra_args=extra, subscribers=[_Progress(self.advance)]
+            item.path, self.bucket, item.key, extra_args=extra, subscribers=[_Progress(self.progress.advance)]
         )
         while not future.done():
             if self.ctx.wait(0.05):
@@ -529,74 +528,6 @@ class Upload:
             self.bytes += size
         self.records.note(item.key, etag, size, hexdigest)
 
-    # -- records, results ------------------------------------------------------------------------
-
-    def summary(self, started: float, location: str) -> dict[str, Any]:
-        uploaded = sorted(self.uploaded, key=lambda entry: entry["key"])
-        return {
-            "uploaded": uploaded,
-            "unchanged": len(self.unchanged),
-            "files": len(self.items),
-            "bytes": self.bytes,
-            "throughput": round(self.bytes / self.upload_time) if self.upload_time > 0 else 0,
-            "duration": time.monotonic() - started,
-            "location": location,
-            "changed": bool(uploaded),
-        }
-
-    # -- dry run ---------------------------------------------------------------------------------
-
-    def dry_run(self, prefix: str, single: bool, location: str) -> dict[str, Any]:
-        """What would be uploaded and what is unchanged; nothing is written to S3."""
-        everything = [{"key": item.key, "size": item.size} for item in self.items]
-        base = {"files": len(self.items), "uploaded": [], "bytes": 0, "location": location}
-        if not self.skip_unchanged or not self.items:
-            return {
-                **base,
-                "would_upload": everything,
-                "would_skip": [],
-                "unchanged": 0,
-                "changed": bool(self.items),
-                "dry_run": f"would upload {_count(len(everything))} ({self.total} bytes) to {location}",
-            }
-        try:
-            self.connect()
-            self.look(prefix, single)
-            todo: list[dict[str, Any]] = []
-
-            def judge(item: Item) -> None:
-                try:
-                    size = os.path.getsize(item.path)
-                except OSError as exc:
-                    raise os_error(exc, "read", item.path) from exc
-                if self.may_be_unchanged(item, size) and self.is_unchanged(
-                    item, size, _digest(item.path, self.ctx.cancelled)
-                ):
-                    self.skip(item, size)
-                else:
-                    with self._lock:
-                        todo.append({"key": item.key, "size": size})
-
-            in_pool(self.items, judge, self.concurrency, self.ctx.cancelled)
-        except _s3.S3Error as exc:
-            return {
-                **base,
-                "would_upload": everything,
-                "dry_run": f"would upload up to {_count(len(everything))} ({self.total} bytes) to "
-                f"{location}; which are unchanged is unknown: {exc}",
-            }
-        todo.sort(key=lambda entry: entry["key"])
-        size = sum(entry["size"] for entry in todo)
-        return {
-            **base,
-            "would_upload": todo,
-            "would_skip": sorted(self.unchanged),
-            "unchanged": len(self.unchanged),
-            "changed": bool(todo),
-            "dry_run": f"would upload {_count(len(todo))} ({size} bytes) to {location}, "
-            f"{len(self.unchanged)} unchanged",
-        }
-
 
 class _Progress:
     """An s3transfer subscriber that passes byte counts on (negative ones when a part is retried)."""
@@ -621,11 +552,3 @@ def _sha256_of_handle(handle: Any) -> bytes:
     while count := handle.readinto(buffer):
         digest.update(view[:count])
     return digest.digest()
-
-
-def _digest(path: str, cancelled: Callable[[], bool]) -> bytes:
-    return bytes.fromhex(file_digest(path, "sha256", cancelled=cancelled)[0])
-
-
-def _count(number: int) -> str:
-    return f"{number} file{'s' if number != 1 else ''}"
