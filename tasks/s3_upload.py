@@ -183,9 +183,7 @@ class Item:
 def run(args: dict[str, Any], ctx: Any) -> dict[str, Any]:
     started = time.monotonic()
     items, prefix, single = plan(args, ctx.cwd)
-    upload = Upload(args, ctx, items, single)
-    upload.started = started
-    return upload.run(prefix)
+    return Upload(args, ctx, items, single, started).run(prefix)
 
 
 # -- what goes where ------------------------------------------------------------------------------
@@ -270,8 +268,9 @@ class Upload(Uploader):
     DIGEST = "sha256"
     FAILURE = _s3.S3Error
 
-    def __init__(self, args: dict[str, Any], ctx: Any, items: list[Item], single: bool):
+    def __init__(self, args: dict[str, Any], ctx: Any, items: list[Item], single: bool, started: float):
         super().__init__(args, ctx, items, concurrency=10)
+        self.started = started  # the step's start, before planning: the summary's ``duration``
         self.single = single  # one file: list its key only
         self.bucket: str = args["bucket"]
         self.where = _s3.Where.of(args, getattr(ctx, "env", {}) or {})
