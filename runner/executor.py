@@ -249,6 +249,7 @@ class Executor:
             if interrupted:
                 self.cancelled.set()
         self._stop_background()
+        self.workers.close()
         duration = time.monotonic() - start
         if self.cancel_reason in ("SIGINT", "SIGTERM"):
             status, exit_code = "cancelled", CANCEL_EXIT_CODES[self.cancel_reason]
@@ -800,8 +801,9 @@ class Workers:
     """
 
     def __init__(self) -> None:
-        self._tasks: queue.SimpleQueue[tuple[Any, tuple[Any, ...]]] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[tuple[Any, tuple[Any, ...]] | None] = queue.SimpleQueue()
         self._idle = 0
+        self._closed = False
         self._lock = threading.Lock()
 
     def submit(self, function: Any, *args: Any) -> None:
@@ -813,14 +815,32 @@ class Workers:
         if spawn:
             threading.Thread(target=self._work, daemon=True, name="runbook-step").start()
 
+    def close(self) -> None:
+        """The run is over: idle threads end now, busy ones when their step returns.
+
+        A process that goes on after the run (the scheduler's launcher warms itself up
+        with one) is then left with no thread of the run's, so it can fork safely."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, 0
+        for _ in range(idle):
+            self._tasks.put(None)
+
     def _work(self) -> None:
         while True:
-            function, args = self._tasks.get()
+            task = self._tasks.get()
+            if task is None:
+                return
+            function, args = task
             try:
                 function(*args)
             finally:
                 with self._lock:
-                    self._idle += 1
+                    closed = self._closed
+                    if not closed:
+                        self._idle += 1
+            if closed:
+                return
 
 
 # -- the graph ------------------------------------------------------------------------------
