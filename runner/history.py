@@ -120,6 +120,24 @@ def process_started(pid: int) -> float | None:
         return None
 
 
+def use_wal(db: sqlite3.Connection, timeout: float) -> None:
+    """Put ``db`` in WAL mode (it stays so: later opens only read the mode).
+
+    Switching needs the database to itself, and SQLite answers "locked" at once, without
+    waiting out the busy timeout, when another process opens it at that moment: processes
+    starting together on a new file retry here, for ``timeout`` seconds at most."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class History:
     """One connection to the history database."""
 
@@ -137,7 +155,7 @@ class History:
             )
             self.db.row_factory = sqlite3.Row
             self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self.db.execute("PRAGMA journal_mode = WAL")
+            use_wal(self.db, BUSY_TIMEOUT_MS / 1000)
             # In WAL mode NORMAL loses no committed run on a crash of runbook itself, only
             # possibly the last commits on a power cut; FULL would fsync every step.
             self.db.execute("PRAGMA synchronous = NORMAL")

@@ -448,9 +448,11 @@ class DigestRecords:
     def _with_db(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         try:
             os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            from runner.history import use_wal
+
             db = sqlite3.connect(self.path, timeout=10)
             try:
-                db.execute("PRAGMA journal_mode = WAL")
+                use_wal(db, 10)
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS objects (endpoint TEXT, bucket TEXT, key TEXT, etag TEXT, "
                     "size INTEGER, sha256 TEXT, used REAL, PRIMARY KEY (endpoint, bucket, key)) WITHOUT ROWID"
